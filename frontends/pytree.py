@@ -1,0 +1,64 @@
+"""Nested tuples, lists and dicts of arrays ("pytrees", as JAX calls them), flattened to
+a list of leaves and a hashable structure. Python ints, bools, strings and None are
+static: they are part of the structure, not leaves, so loops over them unroll."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+STATIC = (int, bool, str, type(None))
+
+
+def is_leaf(x) -> bool:
+    from graphc.frontends.tensor import Tensor
+    return isinstance(x, (np.ndarray, np.generic, float, Tensor)) and not isinstance(x, bool)
+
+
+def flatten(tree, path: str = "", root: str = "out") -> tuple[list, Any, list[str]]:
+    """-> (leaves, treedef, leaf paths like 'params.w1'); a bare leaf's path is `root`."""
+    leaves: list = []
+    paths: list[str] = []
+
+    def go(x, p):
+        if isinstance(x, (tuple, list)) and not hasattr(x, "_fields"):
+            return (type(x).__name__, tuple(go(v, f"{p}.{i}" if p else str(i)) for i, v in enumerate(x)))
+        if isinstance(x, tuple):  # namedtuple
+            return ("namedtuple", type(x), tuple(go(v, f"{p}.{k}") for k, v in zip(x._fields, x)))
+        if isinstance(x, dict):
+            keys = tuple(x.keys())
+            return ("dict", keys, tuple(go(x[k], f"{p}.{k}" if p else str(k)) for k in keys))
+        if is_leaf(x):
+            leaves.append(x)
+            paths.append(p or root)
+            return ("*",)
+        if isinstance(x, STATIC):
+            return ("static", x)
+        raise TypeError(f"graphc cannot trace an argument of type {type(x).__name__} at {p or 'top'} "
+                        f"(use numpy arrays, floats, or tuples/lists/dicts of them)")
+
+    return leaves, go(tree, path), paths
+
+
+def unflatten(treedef, leaves) -> Any:
+    it = iter(leaves)
+
+    def go(d):
+        tag = d[0]
+        if tag == "*":
+            return next(it)
+        if tag == "static":
+            return d[1]
+        if tag == "dict":
+            return {k: go(c) for k, c in zip(d[1], d[2])}
+        if tag == "namedtuple":
+            return d[1](*(go(c) for c in d[2]))
+        children = [go(c) for c in d[1]]
+        return tuple(children) if tag == "tuple" else children
+
+    return go(treedef)
+
+
+def tree_map(fn, tree):
+    leaves, d, _ = flatten(tree)
+    return unflatten(d, [fn(x) for x in leaves])
