@@ -14,8 +14,9 @@ import numpy as np
 from graphc.errors import GraphcError
 from graphc.interpret import check_args
 from graphc.ir import Graph, Node, register_internal_dir
-from graphc.ops import Op
+from graphc.ops import Op, ref_rand
 from graphc.printer import format_node, node_names, format_value
+from graphc.types import DType
 
 register_internal_dir(__file__)
 
@@ -68,6 +69,9 @@ LOWER = {
     Op.PAD: lambda n, a: (f"np.pad({a[0]}, {format_value(n.attrs['pads'])}, "
                           f"constant_values={n.attrs['value']!r})"),
     Op.CONCAT: lambda n, a: f"np.concatenate(({', '.join(a)},), axis={n.attrs['axis']})",
+    # the one definition of the counter-based generator lives in graphc.ops
+    Op.RAND: lambda n, a: (f"_rand({a[0]}, shape={format_value(n.attrs['shape'])}, "
+                           f"dtype=_DType.{n.attrs['dtype'].name})"),
 }
 # INPUT and CONST are handled by the render loop; GRAD never reaches a backend.
 NOT_LOWERED = {Op.INPUT, Op.CONST, Op.GRAD}
@@ -75,7 +79,8 @@ NOT_LOWERED = {Op.INPUT, Op.CONST, Op.GRAD}
 
 def _ident(name: str) -> str:
     s = re.sub(r"\W", "_", name)
-    return s if s.isidentifier() and s not in ("np", "_idiv", "_consts") else f"in_{s}"
+    reserved = ("np", "_idiv", "_consts", "_rand", "_DType")
+    return s if s.isidentifier() and s not in reserved else f"in_{s}"
 
 
 class NumpyProgram:
@@ -172,6 +177,6 @@ class NumpyBackend:
         digest = hashlib.sha1(src.encode()).hexdigest()[:10]
         filename = f"<graphc:numpy:{graph.name}:{digest}>"
         linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)
-        scope = {"np": np, "_idiv": _idiv, "_consts": consts}
+        scope = {"np": np, "_idiv": _idiv, "_consts": consts, "_rand": ref_rand, "_DType": DType}
         exec(compile(src, filename, "exec"), scope)  # noqa: S102 - our own generated code
         return NumpyProgram(graph, src, scope[graph.name], filename, line_nodes)

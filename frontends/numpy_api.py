@@ -199,3 +199,15 @@ def pad(x, pad_width, constant_values=0.0):
     return Tensor(apply(Op.PAD, x.node, pads=tuple((int(a), int(b)) for a, b in pw),
                         value=float(constant_values)))
 
+
+
+@eager
+def random_uniform(key, shape, dtype="float32"):
+    """Uniform [0, 1) numbers from an integer `key` (a Python int or a traced int scalar),
+    reproducible bit for bit on every backend: graphc's counter-based generator."""
+    from graphc.types import DType
+    k = lift(key)
+    if not k.node.dtype.is_int:
+        raise ShapeError(f"random_uniform needs an integer key, got {k.node.type}", stage="trace")
+    return Tensor(apply(Op.RAND, k.node, shape=tuple(int(s) for s in shape),
+                        dtype=DType.of(np.dtype(dtype))))

@@ -61,6 +61,8 @@ class Op(enum.Enum):
     CONCAT = "concat"
     # contraction
     MATMUL = "matmul"
+    # counter-based random numbers: uniform [0, 1) from an integer key (same bits on every backend)
+    RAND = "rand"
     # transformation marker: `grad y wrt x`, replaced by the backward stage
     GRAD = "grad"
 
@@ -260,6 +262,38 @@ def _ref_slice(x, starts, stops, steps):
     return x[tuple(slice(*r) for r in zip(starts, stops, steps))]
 
 
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 32-bit finaliser: a cheap bijective mixer, easy to write in any backend."""
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def rand_bits(key: int, size: int) -> np.ndarray:
+    """uint32 random bits for element indices 0..size-1: fmix32(index ^ fmix32(fmix32(key_hi +
+    golden) ^ key_lo)), then fmix32 again. Counter-based, so any element is computable alone."""
+    k = int(key) & 0xFFFFFFFFFFFFFFFF
+    lo, hi = np.uint32(k & 0xFFFFFFFF), np.uint32(k >> 32)
+    with np.errstate(over="ignore"):
+        seed = _fmix32(np.asarray(_fmix32(np.asarray(hi + np.uint32(0x9E3779B9))) ^ lo))
+        return _fmix32(_fmix32(np.arange(size, dtype=np.uint32) ^ seed) + np.uint32(0x6A09E667))
+
+
+def ref_rand(key, shape, dtype):
+    """Uniform [0, 1) numbers: the top 24 bits of `rand_bits`, scaled by 2**-24 (exact in f32)."""
+    bits = rand_bits(int(key), int(np.prod(shape, dtype=np.int64)))
+    return ((bits >> np.uint32(8)).astype(dtype.np) * dtype.np.type(2.0 ** -24)).reshape(shape)
+
+
+def _t_rand(ts, shape, dtype):
+    (k,) = ts
+    _need(k.shape == () and k.dtype.is_int, f"rand needs a scalar integer key, got {k}")
+    _need(dtype.is_float, "rand produces floats")
+    return TensorType(tuple(shape), dtype)
+
+
 def _ref_grad(*_a, **_k):
     raise NotImplementedError("grad nodes are expanded by the backward stage before running")
 
@@ -305,6 +339,7 @@ OPS: dict[Op, OpDef] = {
                   lambda x, pads, value: np.pad(x, pads, constant_values=np.array(value, x.dtype))),
     Op.CONCAT: OpDef(Op.CONCAT, -1, _t_concat, lambda *xs, axis: np.concatenate(xs, axis=axis)),
     Op.MATMUL: OpDef(Op.MATMUL, 2, _t_matmul, np.matmul),
+    Op.RAND: OpDef(Op.RAND, 1, _t_rand, ref_rand),
     Op.GRAD: OpDef(Op.GRAD, 2, _t_grad, _ref_grad),
 }
 

@@ -20,7 +20,7 @@ from graphc.printer import format_attrs, node_names
 
 COLOURS = {  # op kind -> fill colour
     "elementwise": "#cfe2ff", "reduce": "#ffd8a8", "movement": "#e9ecef",
-    "matmul": "#ffc9c9", "grad": "#fff3bf",
+    "matmul": "#ffc9c9", "grad": "#fff3bf", "rand": "#e6fcf5",
 }
 LEGEND = [("input", "#b2f2bb"), ("parameter", "#ffec99"), ("const", "#f8f9fa"),
           ("elementwise", COLOURS["elementwise"]), ("reduce", COLOURS["reduce"]),

@@ -144,6 +144,7 @@ VJP = {
                                             steps=(1,) * len(pads)),),
     Op.CONCAT: _concat_vjp,
     Op.MATMUL: lambda g, o, x, y: (A(Op.MATMUL, g, _mT(y)), A(Op.MATMUL, _mT(x), g)),
+    Op.RAND: lambda g, o, key, shape, dtype: (None,),  # the key is an integer: no gradient
 }
 # INPUT and CONST are leaves; GRAD markers are expanded before any sweep reaches them.
 NOT_DIFFERENTIATED = LEAF | {Op.GRAD}
