@@ -15,7 +15,7 @@ from graphc.backend import ReferenceBackend
 from graphc.errors import GraphcError, SignatureError
 from graphc.ir import Graph, Node, apply, input_node, register_internal_dir
 from graphc.ops import Op
-from graphc.pipeline import STAGES, run_pipeline
+from graphc.pipeline import STAGES, parse_passes, run_pipeline
 from graphc.types import DType
 from graphc.frontends import pytree
 from graphc.frontends.tensor import Tensor, lift
@@ -128,9 +128,14 @@ def value_and_grad(fn: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bo
                 raise GraphcError(f"argnums {argnums} but {_fname(fn)} was called with "
                                   f"{len(args)} arguments", stage="trace")
         out = fn(*args)
-        y, aux = (out if has_aux else (out, None))
         if has_aux and not (isinstance(out, tuple) and len(out) == 2):
             raise GraphcError("has_aux=True needs fn to return (value, aux)", stage="trace")
+        y, aux = (out if has_aux else (out, None))
+        if not isinstance(y, (Tensor, int, float, np.ndarray, np.generic)):
+            raise GraphcError(f"grad needs {_fname(fn)} to return a float scalar, it returned "
+                              f"a {type(y).__name__}", stage="trace",
+                              hint="return (value, aux) and pass has_aux=True to also return "
+                                   "other results")
         y = lift(y)
         if y.shape != () or not y.node.dtype.is_float:
             raise GraphcError(f"grad needs {_fname(fn)} to return a float scalar, it returned "
@@ -140,7 +145,7 @@ def value_and_grad(fn: Callable, argnums: int | tuple[int, ...] = 0, has_aux: bo
         g = grads if multi else grads[0]
         return ((y, aux), g) if has_aux else (y, g)
 
-    eager = Compiled(traced, ReferenceBackend())
+    eager = Compiled(traced, ReferenceBackend(), passes="-fusion")  # the oracle: op by op
 
     @functools.wraps(fn)
     def value_and_grad_fn(*args):
@@ -210,9 +215,11 @@ class Compiled:
     """What `gc.compile` returns: a function over numpy arrays, traced and compiled once
     per input signature (shapes, dtypes, static Python values), then cached."""
 
-    def __init__(self, fn: Callable, backend="numpy"):
+    def __init__(self, fn: Callable, backend="numpy", passes: str | None = None):
         self.fn = fn
         self.backend = get_backend(backend)
+        self.passes = passes
+        parse_passes(passes)  # a bad spec fails here, not at the first call
         self._cache: dict[tuple, Entry] = {}
         self._last: Entry | None = None
         functools.update_wrapper(self, fn, updated=())
@@ -225,7 +232,7 @@ class Compiled:
             t0 = time.perf_counter()
             traced = _trace(self.fn, args)
             t1 = time.perf_counter()
-            stages = run_pipeline(traced.graph)
+            stages = run_pipeline(traced.graph, self.passes)
             t2 = time.perf_counter()
             program = self.backend.compile(stages["optimized"])
             t3 = time.perf_counter()
@@ -274,8 +281,11 @@ class Compiled:
         return self._entry().times
 
 
-def compile(fn: Callable, backend: str = "numpy") -> Compiled:
+def compile(fn: Callable, backend: str = "numpy", passes: str | None = None) -> Compiled:
     """Compile `fn` for a backend ("numpy"; see `graphc.backends.available()`).
+
+    `passes` turns optimisation passes off by name, e.g. "-fusion,-cse" (see
+    `graphc.pipeline.PASSES`), to measure what each one buys.
 
     The result is called with numpy arrays (or pytrees of them) and returns numpy arrays
     (a tuple when fn returns several). It traces on the first call for each signature,
@@ -287,6 +297,6 @@ def compile(fn: Callable, backend: str = "numpy") -> Compiled:
     >>> f(np.float32(2), np.float32(1))
     array(6., dtype=float32)
     >>> list(f.stages)
-    ['traced', 'optimized']
+    ['traced', 'simplified', 'fused', 'scheduled', 'optimized']
     """
-    return Compiled(fn, backend)
+    return Compiled(fn, backend, passes)

@@ -337,6 +337,7 @@ def getitem(x: Tensor, idx) -> Tensor:
     if Ellipsis in [i for i in idx if i is Ellipsis]:
         k = [j for j, i in enumerate(idx) if i is Ellipsis][0]
         idx = idx[:k] + (slice(None),) * (x.ndim - n_real) + idx[k + 1:]
+        n_real = sum(1 for i in idx if i is not None)  # the ellipsis now stands for its slices
     if n_real > x.ndim:
         raise ShapeError(f"too many indices ({n_real}) for a tensor of shape {x.shape}",
                          stage="trace", loc=_loc_str())

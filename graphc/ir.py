@@ -58,6 +58,10 @@ class Attrs(Mapping):
     def __hash__(self):
         return hash(self._items)
 
+    def with_(self, **changes) -> "Attrs":
+        """A copy with some attributes added or changed."""
+        return Attrs({**self._d, **changes})
+
     def __eq__(self, other):
         return isinstance(other, Attrs) and self._items == other._items
 
@@ -106,6 +110,15 @@ def register_internal_dir(path: str) -> None:
         _INTERNAL_DIRS.append(d)
 
 
+_USER_FILES: set[str] = set()
+
+
+def register_user_file(path: str) -> None:
+    """Model code shipped inside graphc (graphc/demo.py) calls this so its lines count as the
+    user's, although its folder is internal."""
+    _USER_FILES.add(os.path.abspath(path))
+
+
 def user_loc() -> SourceLoc | None:
     override = _loc_override.get()
     if override is not None:
@@ -113,7 +126,8 @@ def user_loc() -> SourceLoc | None:
     f = sys._getframe(1)
     while f is not None:
         fn = f.f_code.co_filename
-        if not any(fn.startswith(d + os.sep) for d in _INTERNAL_DIRS) and not fn.startswith("<frozen"):
+        if fn in _USER_FILES or (not any(fn.startswith(d + os.sep) for d in _INTERNAL_DIRS)
+                                 and not fn.startswith("<frozen")):
             return SourceLoc(fn, f.f_lineno, f.f_code.co_name)
         f = f.f_back
     return None

@@ -65,6 +65,8 @@ class Op(enum.Enum):
     RAND = "rand"
     # transformation marker: `grad y wrt x`, replaced by the backward stage
     GRAD = "grad"
+    # a fused kernel: its `body` attribute is a Graph of the ops it computes in one pass
+    FUSED = "fused"
 
     def __repr__(self) -> str:
         return f"Op.{self.name}"
@@ -294,6 +296,19 @@ def _t_rand(ts, shape, dtype):
     return TensorType(tuple(shape), dtype)
 
 
+def _t_fused(ts, body, kind, name, reason="", buffer=-1, inplace=False):
+    _need(len(body.outputs) == 1, "a fused kernel has one output")
+    _need(len(ts) == len(body.inputs) and all(t == i.type for t, i in zip(ts, body.inputs)),
+          f"fused kernel {name}: inputs {[str(t) for t in ts]} do not match its body's "
+          f"{[str(i.type) for i in body.inputs]}")
+    return body.outputs[0].type
+
+
+def _ref_fused(*xs, body, **_):
+    from graphc.interpret import interpret  # the body is a graph: run it like one
+    return interpret(body, *xs)[0]
+
+
 def _ref_grad(*_a, **_k):
     raise NotImplementedError("grad nodes are expanded by the backward stage before running")
 
@@ -341,6 +356,7 @@ OPS: dict[Op, OpDef] = {
     Op.MATMUL: OpDef(Op.MATMUL, 2, _t_matmul, np.matmul),
     Op.RAND: OpDef(Op.RAND, 1, _t_rand, ref_rand),
     Op.GRAD: OpDef(Op.GRAD, 2, _t_grad, _ref_grad),
+    Op.FUSED: OpDef(Op.FUSED, -1, _t_fused, _ref_fused),
 }
 
 assert set(OPS) == set(Op), f"ops without a declaration: {set(Op) - set(OPS)}"

@@ -14,7 +14,7 @@ from typing import Mapping
 from graphc.ops import Op
 from graphc.types import DType
 
-_HIDDEN = {Op.INPUT: {"name", "shape", "dtype", "role"}}
+_HIDDEN = {Op.INPUT: {"name", "shape", "dtype", "role"}, Op.FUSED: {"body", "reason", "name"}}
 
 
 def format_value(v) -> str:
@@ -40,6 +40,15 @@ def format_node(node, names: Mapping[int, str]) -> str:
     if node.op is Op.CONST:
         args = repr(node.attrs["value"])
         attrs = ""
+    elif node.op is Op.FUSED:
+        ops = " ".join(n.op.value for n in node.attrs["body"].nodes
+                       if n.op not in (Op.INPUT, Op.CONST))
+        mem = ""
+        if "buffer" in node.attrs:
+            b = node.attrs["buffer"]
+            mem = (f" @arena+{b}" if b >= 0 else " @own") + (" inplace" if node.attrs["inplace"] else "")
+        return (f"{names.get(id(node), '%?')}:{node.type} = fused.{node.attrs['name']} {args} "
+                f"kind={node.attrs['kind']}{mem} {{{ops}}}")
     else:
         attrs = format_attrs(node.attrs, node.op)
     rhs = " ".join(p for p in (node.op.value, args, attrs) if p)
@@ -61,6 +70,9 @@ def format_graph(graph, width: int = 56) -> str:
         if n.loc is not None:
             text = f"{text:<{width}}  # {n.loc}"
         lines.append(text)
+        if n.op is Op.FUSED:  # the body, indented, like a nested jaxpr
+            body = format_graph(n.attrs["body"], width - 4).splitlines()
+            lines.extend("      " + b for b in body[1:-2])
     outs = ", ".join(names[id(o)] for o in graph.outputs)
     if graph.output_names:
         outs += "  # " + ", ".join(graph.output_names)

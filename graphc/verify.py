@@ -51,4 +51,6 @@ def verify(graph: Graph, stage: str = "verify", allow_grad: bool = True) -> Grap
             fail(f"type rule rejects the node: {e}", n)
         if t != n.type:
             fail(f"recorded type {n.type} but the rule gives {t}", n)
+        if n.op is Op.FUSED:
+            verify(n.attrs["body"], f"{stage}: body of {n.attrs['name']}", allow_grad=False)
     return graph

@@ -32,66 +32,121 @@ def _esc(s: str) -> str:
     return s.replace("\\", "\\\\").replace('"', '\\"').replace("<", "\\<").replace(">", "\\>")
 
 
+def _out_label(path: str) -> str:
+    """An output's pytree path as an index expression: '1.0' -> 'out[1][0]',
+    '1.W1' -> 'out[1].W1' (a bare '1.0' would read as the number 1.0)."""
+    if path == "out" or (path.startswith("out") and path[3:].isdigit()):
+        return path
+    parts = path.split(".")
+    return "out" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in parts)
+
+
+def _legend(graph: Graph, columns: int = 3) -> str:
+    """One compact node: an HTML-like table of the colours, the derived (backward) style last."""
+    entries = list(LEGEND)
+    present = {kind(n.op) for n in graph.nodes}
+    if "grad" in present:
+        entries.insert(-1, ("grad marker", COLOURS["grad"]))
+    if "rand" in present:
+        entries.insert(-1, ("random", COLOURS["rand"]))
+    cells = [f'<TD BGCOLOR="{c}" STYLE="rounded">{k}</TD>' for k, c in entries]
+    cells.append('<TD COLOR="#c92a2a" STYLE="dashed"><FONT COLOR="#862e2e">backward (derived)'
+                 '</FONT></TD>')
+    cells += ['<TD BORDER="0"></TD>'] * (-len(cells) % columns)
+    rows = "".join("<TR>" + "".join(cells[i:i + columns]) + "</TR>"
+                   for i in range(0, len(cells), columns))
+    return ('  legend [shape=plaintext, style="", fontsize=8, margin=0, label=<'
+            '<TABLE BORDER="1" STYLE="dotted" CELLBORDER="1" CELLSPACING="3" CELLPADDING="2">'
+            f'<TR><TD BORDER="0" COLSPAN="{columns}">legend</TD></TR>{rows}</TABLE>>];')
+
+
 def param_inputs(graph: Graph) -> set[int]:
     """Inputs something is differentiated against (drawn as parameters)."""
     return {id(n.inputs[1]) for n in graph.nodes if n.op is Op.GRAD}
 
 
+KERNEL_FILL = {"elementwise": "#f1f6ff", "reduce": "#fff4e6", "matmul": "#fff0f0",
+               "movement": "#f8f9fa", "view": "#f8f9fa"}
+
+
 def to_dot(graph: Graph, title: str | None = None, params: set[int] | None = None,
            highlight: set[int] | None = None, legend: bool = True) -> str:
     """The DOT text of a graph picture. `params`: ids of inputs to draw as parameters;
-    `highlight`: ids of nodes to draw with a thick red border."""
-    names = node_names(graph)
+    `highlight`: ids of nodes to draw with a thick red border. A fused kernel is drawn as a
+    cluster holding its body's ops, labelled with its kind and why it was formed."""
     params = param_inputs(graph) if params is None else params
     highlight = highlight or set()
-    lines = ["digraph graphc {", '  rankdir=TB; nodesep=0.25; ranksep=0.35;',
+    lines = ["digraph graphc {", '  rankdir=TB; nodesep=0.25; ranksep=0.35; newrank=true;',
              '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
              '  edge [fontname="Helvetica", fontsize=8, color="#495057"];']
     if title:
         lines.append(f'  labelloc=t; label="{_esc(title)}"; fontname="Helvetica"; fontsize=14;')
-    backward = set()
-    for n in graph.nodes:
-        nid = names[id(n)][1:]
-        loc = f"\\n{_esc(str(n.loc))}" if n.loc else ""
-        style = "rounded,filled"
-        extra = ""
-        if n.op is Op.INPUT:
-            is_param = id(n) in params
-            fill = "#ffec99" if is_param else "#b2f2bb"
-            label = f"{n.attrs['name']}\\n{'parameter' if is_param else 'input'} {n.type}"
-            extra = ", shape=ellipse"
-        elif n.op is Op.CONST:
-            fill = "#f8f9fa"
-            label = f"const {_esc(repr(n.attrs['value']))}"
-            extra = ", fontsize=8, height=0.2"
-        else:
-            fill = COLOURS.get(kind(n.op), "#ffffff")
-            attrs = format_attrs(n.attrs, n.op)
-            label = f"%{nid} {n.op.value}" + (f"\\n{_esc(attrs)}" if attrs else "") + loc
-        if n.loc is not None and n.loc.backward:
-            backward.add(id(n))
-            style += ",dashed"
-            extra += ', color="#c92a2a", fontcolor="#862e2e"'
-        if id(n) in highlight:
-            extra += ', color="#e03131", penwidth=4'
-        lines.append(f'  n{nid} [label="{label}", fillcolor="{fill}", style="{style}"{extra}];')
-    for n in graph.nodes:
-        for x in n.inputs:
-            colour = ', color="#c92a2a"' if id(n) in backward else ""
-            lines.append(f'  n{names[id(x)][1:]} -> n{names[id(n)][1:]} '
-                         f'[label=" {x.type}"{colour}];')
+    edges: list[str] = []        # emitted last, at top level, so clusters keep only their own nodes
+    dot_id: dict[int, str] = {}  # node -> DOT node name (a kernel -> its body's result node)
+
+    def emit(g: Graph, prefix: str, inmap: dict[int, str], indent: str):
+        names = node_names(g)
+        for n in g.nodes:
+            if id(n) in inmap:
+                dot_id[id(n)] = inmap[id(n)]
+                continue
+            nid = names[id(n)][1:]
+            did = f"{prefix}n{nid}"
+            if n.op is Op.FUSED:
+                body, k = n.attrs["body"], n.attrs["kind"]
+                mem = ""
+                if "buffer" in n.attrs:
+                    b = n.attrs["buffer"]
+                    mem = (f", arena+{b}" if b >= 0 else ", own buffer") + \
+                        (", in place" if n.attrs["inplace"] else "")
+                reason = n.attrs["reason"].split("; ")[0]
+                pen = ', penwidth=4, color="#e03131"' if id(n) in highlight else ""
+                lines.append(f'{indent}subgraph cluster_{prefix}{n.attrs["name"]} {{')
+                lines.append(f'{indent}  label="{n.attrs["name"]}: {k} kernel{mem}\\l'
+                             f'{_esc(reason[:70])}\\l"; labeljust=l; fontsize=9; '
+                             f'style="rounded,filled"; fillcolor="{KERNEL_FILL.get(k, "#ffffff")}"'
+                             f'; color="#868e96"{pen};')
+                bmap = {id(b): dot_id[id(x)] for b, x in zip(body.inputs, n.inputs)}
+                emit(body, f"{prefix}{n.attrs['name']}_", bmap, indent + "  ")
+                lines.append(f"{indent}}}")
+                dot_id[id(n)] = dot_id[id(body.outputs[0])]
+                continue
+            dot_id[id(n)] = did
+            loc = f"\\n{_esc(str(n.loc))}" if n.loc else ""
+            style, extra = "rounded,filled", ""
+            if n.op is Op.INPUT:
+                is_param = id(n) in params
+                fill = "#ffec99" if is_param else "#b2f2bb"
+                label = f"{n.attrs['name']}\\n{'parameter' if is_param else 'input'} {n.type}"
+                extra = ", shape=ellipse"
+            elif n.op is Op.CONST:
+                fill = "#f8f9fa"
+                label = f"const {_esc(repr(n.attrs['value']))}"
+                extra = ", fontsize=8, height=0.2"
+            else:
+                fill = COLOURS.get(kind(n.op), "#ffffff")
+                attrs = format_attrs(n.attrs, n.op)
+                label = f"%{nid} {n.op.value}" + (f"\\n{_esc(attrs)}" if attrs else "") + loc
+            backward = n.loc is not None and n.loc.backward
+            if backward:
+                style += ",dashed"
+                extra += ', color="#c92a2a", fontcolor="#862e2e"'
+            if id(n) in highlight:
+                extra += ', color="#e03131", penwidth=4'
+            lines.append(f'{indent}{did} [label="{label}", fillcolor="{fill}", style="{style}"{extra}];')
+            colour = ', color="#c92a2a"' if backward else ""
+            for x in n.inputs:
+                edges.append(f'  {dot_id[id(x)]} -> {did} [label=" {x.type}"{colour}];')
+
+    emit(graph, "", {}, "  ")
+    lines.extend(edges)
     out_names = graph.output_names or tuple(f"out{i}" for i in range(len(graph.outputs)))
     for i, (o, nm) in enumerate(zip(graph.outputs, out_names)):
-        lines.append(f'  out{i} [label="{_esc(str(nm))}\\noutput", shape=ellipse, '
+        lines.append(f'  out{i} [label="{_esc(_out_label(str(nm)))}\\noutput", shape=ellipse, '
                      f'fillcolor="#d0bfff"];')
-        lines.append(f'  n{names[id(o)][1:]} -> out{i} [label=" {o.type}"];')
+        lines.append(f'  {dot_id[id(o)]} -> out{i} [label=" {o.type}"];')
     if legend:
-        lines.append('  subgraph cluster_legend { label="legend"; fontsize=9; style=dotted;')
-        for k, c in LEGEND:
-            lines.append(f'    "legend_{k}" [label="{k}", fillcolor="{c}", fontsize=8, height=0.2];')
-        lines.append('    "legend_backward" [label="backward (derived)", style="rounded,dashed", '
-                     'color="#c92a2a", fontsize=8, height=0.2];')
-        lines.append("  }")
+        lines.append(_legend(graph))
     lines.append("}")
     return "\n".join(lines) + "\n"
 

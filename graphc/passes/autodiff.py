@@ -146,8 +146,9 @@ VJP = {
     Op.MATMUL: lambda g, o, x, y: (A(Op.MATMUL, g, _mT(y)), A(Op.MATMUL, _mT(x), g)),
     Op.RAND: lambda g, o, key, shape, dtype: (None,),  # the key is an integer: no gradient
 }
-# INPUT and CONST are leaves; GRAD markers are expanded before any sweep reaches them.
-NOT_DIFFERENTIATED = LEAF | {Op.GRAD}
+# INPUT and CONST are leaves; GRAD markers are expanded before any sweep reaches them;
+# fused kernels exist only after the backward stage.
+NOT_DIFFERENTIATED = LEAF | {Op.GRAD, Op.FUSED}
 
 
 def vjp(y: Node, wrt: list[Node], seed: Node | None = None) -> dict[int, Node | None]:

@@ -1,0 +1,1 @@
+"""torch.nn.functional for graphc: activations, losses and layers as compositions of primitives."""

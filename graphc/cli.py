@@ -1,0 +1,432 @@
+"""The `graphc` command line: draw, print and compile the stages of a model file.
+
+    graphc viz    FILE.py[:FUNCTION] [--stage STAGE|all] [-o OUT.svg|.png|.dot]
+    graphc show   FILE.py[:FUNCTION] [--stage STAGE|all]      the IR text of a stage
+    graphc code   FILE.py[:FUNCTION] [--backend NAME]         the generated code
+    graphc stages FILE.py[:FUNCTION]                          stages with node counts
+    graphc demo   [--out DIR]                                 the built-in demo (out/)
+
+Options shared by the FILE commands: --grad (wrap the function in gc.value_and_grad),
+--argnums 0,1 (which arguments --grad differentiates), --backend NAME.
+
+Model file convention
+---------------------
+A model file is a plain Python file. It gives example inputs for the functions to trace
+in a module-level dict::
+
+    EXAMPLES = {"loss": (W, b, x, y)}      # function name -> tuple of positional args
+
+The arguments are what the function is called with: numpy arrays, numpy scalars, Python
+floats, or pytrees (tuples/lists/dicts) of them; Python ints and bools stay static.
+`FILE.py:FUNCTION` names the function to trace. Without `:FUNCTION`, the function is the
+one named by a module-level `ENTRY = "name"`, else the first key of EXAMPLES.
+
+`--grad` traces `gc.value_and_grad(fn, argnums)` instead of fn, so the `backward` stage
+exists; by default argnums is every argument that is a float array (a numpy float array
+or scalar, a Python float, or a pytree whose leaves are all such).
+
+The file is loaded with importlib from its path, under a module name derived from the
+file name, with the file's folder on sys.path (so it can import its siblings); its
+`if __name__ == "__main__":` block does not run.
+
+Exit status: 0 on success; 2 for a mistake in what was given (missing file, function or
+stage, bad option, an error graphc reports while tracing the model, an exception in the
+model's code), printed as one `graphc: error: ...` message without a Python traceback;
+1 for an internal graphc failure (a VerifyError, or an unexpected exception).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import re
+import sys
+import traceback
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from graphc import backends
+from graphc.errors import GraphcError, VerifyError
+from graphc.pipeline import STAGES
+
+PROG = "graphc"
+STAGE_HELP = {
+    "traced": "the forward graph as traced from Python, grad markers included",
+    "backward": "grad markers replaced by the derived backward graph (needs gradients)",
+    "optimized": "after constant folding, CSE and dead-code elimination (what is compiled)",
+}
+FILE_HELP = "model file, FILE.py or FILE.py:FUNCTION (see the convention below)"
+CONVENTION = """\
+model file convention:
+  A model file is a plain Python file. FILE.py:FUNCTION names the function to trace;
+  example inputs come from a module-level dict
+      EXAMPLES = {"function_name": (arg1, arg2, ...)}
+  (a tuple of positional arguments: numpy arrays, numpy scalars, Python floats, or
+  tuples/lists/dicts of them). Without :FUNCTION the function is the one named by a
+  module-level ENTRY = "name", else the first key of EXAMPLES. --grad traces
+  gc.value_and_grad(function, argnums) instead, so the backward stage exists; argnums
+  defaults to every float-array argument. The file is imported from its path with its
+  folder on sys.path; its __main__ block does not run.
+
+stages:
+""" + "\n".join(f"  {s:<10} {h}" for s, h in STAGE_HELP.items())
+
+
+class UsageError(Exception):
+    """A mistake in what the user gave: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+# ---- loading a model file ---------------------------------------------------------------------
+def split_target(target: str) -> tuple[Path, str | None]:
+    """'dir/model.py:loss' -> (Path('dir/model.py'), 'loss'); 'model.py' -> (path, None)."""
+    head, sep, tail = target.rpartition(":")
+    if sep and tail.isidentifier() and len(head) > 1:
+        return Path(head), tail
+    if sep and tail == "" and len(head) > 1:
+        raise UsageError(f"{target!r}: empty function name after ':'")
+    return Path(target), None
+
+
+@contextlib.contextmanager
+def _on_sys_path(folder: str):
+    sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        try:
+            sys.path.remove(folder)
+        except ValueError:
+            pass
+
+
+def _module_name(path: Path) -> str:
+    name = re.sub(r"\W", "_", path.stem) or "model"
+    if name[0].isdigit():
+        name = "_" + name
+    existing = sys.modules.get(name)
+    if existing is not None and getattr(existing, "__file__", None) != str(path):
+        name = f"graphc_model_{name}"  # do not shadow an imported module (e.g. a 'numpy.py')
+    return name
+
+
+def load_module(path: Path):
+    """Import a model file from its path (its folder on sys.path while it loads)."""
+    if not path.exists():
+        raise UsageError(f"no such file: {path}")
+    if not path.is_file():
+        raise UsageError(f"not a file: {path}")
+    if path.suffix != ".py":
+        raise UsageError(f"{path}: a model file must be a Python file (.py)")
+    path = path.resolve()
+    name = _module_name(path)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise UsageError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        with _on_sys_path(str(path.parent)):
+            spec.loader.exec_module(module)
+    except GraphcError:
+        sys.modules.pop(name, None)
+        raise
+    except Exception as e:
+        sys.modules.pop(name, None)
+        raise UsageError(f"loading {path.name} failed: {_describe(e, path)}") from None
+    return module
+
+
+def _describe(e: BaseException, path: Path | None = None) -> str:
+    """'NameError: name 'x' is not defined (at model.py:12)': the innermost frame in `path`."""
+    text = "".join(traceback.format_exception_only(type(e), e)).strip().replace("\n", " ")
+    where = None
+    for frame in traceback.extract_tb(e.__traceback__):
+        if path is None or Path(frame.filename).resolve() == path.resolve():
+            where = f"{Path(frame.filename).name}:{frame.lineno}"
+    if isinstance(e, SyntaxError) and e.lineno:
+        where = f"{Path(e.filename or '?').name}:{e.lineno}"
+    return text + (f" (at {where})" if where else "")
+
+
+def resolve_function(module, path: Path, fname: str | None):
+    """(function name, function, example args tuple) by the model file convention."""
+    examples = getattr(module, "EXAMPLES", None)
+    if examples is None:
+        raise UsageError(f"{path.name} has no module-level EXAMPLES dict "
+                         f'(EXAMPLES = {{"function_name": (arg1, arg2, ...)}})')
+    if not isinstance(examples, dict):
+        raise UsageError(f"{path.name}: EXAMPLES must be a dict of function name -> tuple of "
+                         f"args, not {type(examples).__name__}")
+    if fname is None:
+        fname = getattr(module, "ENTRY", None)
+        if fname is None:
+            if not examples:
+                raise UsageError(f"{path.name}: EXAMPLES is empty; name a function with "
+                                 f"{path.name}:FUNCTION")
+            fname = next(iter(examples))
+    fn = getattr(module, fname, None)
+    if fn is None:
+        known = [k for k in examples if callable(getattr(module, k, None))]
+        raise UsageError(f"{path.name} has no function {fname!r}"
+                         + (f"; functions with EXAMPLES: {', '.join(known)}" if known else ""))
+    if not callable(fn):
+        raise UsageError(f"{path.name}: {fname!r} is not a function")
+    if fname not in examples:
+        raise UsageError(f"{path.name}: EXAMPLES has no entry for {fname!r} "
+                         f"(add EXAMPLES[{fname!r}] = (arg1, arg2, ...))")
+    args = examples[fname]
+    if not isinstance(args, tuple):
+        args = (args,) if not isinstance(args, list) else tuple(args)
+    return fname, fn, args
+
+
+def _is_float_leaf(x) -> bool:
+    if isinstance(x, bool):
+        return False
+    if isinstance(x, float):
+        return True
+    return isinstance(x, (np.ndarray, np.generic)) and np.issubdtype(np.asarray(x).dtype,
+                                                                      np.floating)
+
+
+def float_argnums(args: tuple) -> tuple[int, ...]:
+    """Indices of the arguments that are float arrays (or pytrees of only float arrays)."""
+    from graphc.frontends import pytree
+    nums = []
+    for i, a in enumerate(args):
+        try:
+            leaves = pytree.flatten(a)[0]
+        except TypeError:
+            continue
+        if leaves and all(_is_float_leaf(x) for x in leaves):
+            nums.append(i)
+    return tuple(nums)
+
+
+def parse_argnums(text: str) -> tuple[int, ...]:
+    try:
+        nums = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of "
+                                         f"argument indices, e.g. 0,1") from None
+    if not nums:
+        raise argparse.ArgumentTypeError("empty argnums")
+    return nums
+
+
+def _called_from_def(vg, fn, path: Path):
+    """Wrap `vg` in a function whose code claims to sit at fn's `def` line in the model file,
+    so the grad markers it creates point there (not at graphc's own frames)."""
+    code = getattr(fn, "__code__", None)
+    line = code.co_firstlineno if code is not None else 1
+    filename = code.co_filename if code is not None else str(path.resolve())
+    name = fn.__name__ if getattr(fn, "__name__", "").isidentifier() else "entry"
+    src = "\n" * (line - 1) + f"def {name}(*args): return vg(*args)\n"
+    scope = {"vg": vg}
+    exec(compile(src, filename, "exec"), scope)
+    entry = scope[name]
+    entry.__name__ = entry.__qualname__ = vg.__name__
+    entry.__doc__ = vg.__doc__
+    entry.__wrapped__ = vg  # inspect.signature (the input names) sees fn's parameters
+    return entry
+
+
+def build(ns):
+    """Load the model, pick the function, wrap it for --grad, compile and lower it.
+    Returns (compiled function, its name)."""
+    import graphc as gc
+    path, fname = split_target(ns.target)
+    module = load_module(path)
+    fname, fn, args = resolve_function(module, path, fname)
+    if ns.grad or ns.argnums is not None:
+        nums = ns.argnums if ns.argnums is not None else float_argnums(args)
+        if not nums:
+            raise UsageError(f"--grad: {fname} has no float-array argument to differentiate")
+        for i in nums:
+            if not -len(args) <= i < len(args):
+                raise UsageError(f"--argnums {','.join(map(str, nums))}: {fname} takes "
+                                 f"{len(args)} example arguments")
+        fn = _called_from_def(gc.value_and_grad(fn, argnums=nums), fn, path)
+    compiled = gc.compile(fn, backend=ns.backend)
+    try:
+        with _on_sys_path(str(path.resolve().parent)):
+            compiled.lower(*args)
+    except GraphcError:
+        raise
+    except Exception as e:
+        raise UsageError(f"tracing {fname} failed: {_describe(e, path)}") from None
+    return compiled, fname
+
+
+def _stages_for(compiled, stage: str) -> list[str]:
+    have = list(compiled.stages)
+    if stage == "all":
+        return have
+    if stage not in have:
+        hint = " (trace with --grad to get one)" if stage == "backward" else ""
+        raise UsageError(f"stage {stage!r} does not exist for this function{hint}; "
+                         f"it has: {', '.join(have)}")
+    return [stage]
+
+
+# ---- commands ---------------------------------------------------------------------------------
+def cmd_viz(ns) -> int:
+    import graphc as gc
+    compiled, fname = build(ns)
+    out = Path(ns.output) if ns.output else Path("out") / f"{fname}.svg"
+    if out.suffix.lower() not in (".svg", ".png", ".dot", ".gv"):
+        raise UsageError(f"cannot draw to {out.name}: the output must end in .svg, .png or .dot")
+    stages = _stages_for(compiled, ns.stage)
+    for stage in stages:
+        path = out if ns.stage != "all" else out.with_name(f"{out.stem}.{stage}{out.suffix}")
+        written = gc.draw(compiled, stage=stage, path=path)
+        print(f"{stage:<10} {len(compiled.graph(stage).nodes):>4} nodes -> {written}")
+    return 0
+
+
+def cmd_show(ns) -> int:
+    compiled, _ = build(ns)
+    stages = _stages_for(compiled, ns.stage)
+    for i, stage in enumerate(stages):
+        if len(stages) > 1:
+            print(("\n" if i else "") + f"# stage {stage}")
+        print(compiled.graph(stage))
+    return 0
+
+
+def cmd_code(ns) -> int:
+    compiled, _ = build(ns)
+    print(compiled.source.rstrip("\n"))
+    return 0
+
+
+def cmd_stages(ns) -> int:
+    compiled, fname = build(ns)
+    print(f"{getattr(compiled, '__name__', fname)}: {len(compiled.stages)} stages")
+    for stage, graph in compiled.stages.items():
+        ops = Counter(n.op.value for n in graph.nodes)
+        top = ", ".join(f"{op} {k}" for op, k in sorted(ops.items(), key=lambda t: (-t[1], t[0])))
+        print(f"  {stage:<10} {len(graph.nodes):>4} nodes   {top}")
+    missing = [s for s in STAGES if s not in compiled.stages]
+    if "backward" in missing:
+        print("  (no backward stage: the function takes no gradients; try --grad)")
+    return 0
+
+
+def cmd_demo(ns) -> int:
+    from graphc.demo import run_demo
+    run_demo(ns.out, backend=ns.backend)
+    return 0
+
+
+# ---- the parser -------------------------------------------------------------------------------
+def make_parser() -> argparse.ArgumentParser:
+    backend_names = backends.names()
+    parser = _Parser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="graphc: trace a NumPy-style Python function into a graph, derive its "
+                    "backward graph, optimise it, generate code, and draw every stage.",
+        epilog=CONVENTION + "\n\nexamples:\n"
+               "  graphc viz examples/mlp.py:train_step --stage all -o out/train_step.svg\n"
+               "  graphc show examples/lecture_graph.py:f --grad --stage backward\n"
+               "  graphc code examples/mlp.py:train_step --backend numpy\n"
+               "  graphc demo --out out/")
+    from graphc import __version__
+    parser.add_argument("--version", action="version", version=f"graphc {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def file_command(name, help, description, stage_default=None, stage_all=False):
+        p = sub.add_parser(name, help=help, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=CONVENTION)
+        p.add_argument("target", metavar="FILE.py[:FUNCTION]", help=FILE_HELP)
+        if stage_default is not None:
+            choices = list(STAGES) + (["all"] if stage_all else [])
+            p.add_argument("--stage", default=stage_default, choices=choices,
+                           metavar="STAGE",
+                           help=f"one of {', '.join(choices)} (default {stage_default})")
+        p.add_argument("--grad", action="store_true",
+                       help="trace gc.value_and_grad(FUNCTION) over every float-array "
+                            "argument, so the backward stage exists")
+        p.add_argument("--argnums", type=parse_argnums, default=None, metavar="I,J",
+                       help="the arguments --grad differentiates, e.g. 0,1 (implies --grad)")
+        p.add_argument("--backend", default="numpy", choices=backend_names, metavar="NAME",
+                       help=f"code generator: {', '.join(backend_names)} (default numpy)")
+        return p
+
+    p = file_command("viz", "draw a stage of a model's graph (SVG, PNG or DOT)",
+                     "Draw one stage (or all) of FUNCTION's graph. Nodes are coloured by op "
+                     "kind, edges carry shapes and dtypes, the backward part is dashed red.",
+                     stage_default="optimized", stage_all=True)
+    p.add_argument("-o", "--output", metavar="OUT.svg|png|dot", default=None,
+                   help="picture to write, format from the suffix (default out/FUNCTION.svg); "
+                        "with --stage all one file per stage, OUT_stem.<stage>.<suffix>")
+    p.set_defaults(func=cmd_viz)
+
+    p = file_command("show", "print the IR text of a stage",
+                     "Print the text form of a stage of FUNCTION's graph (deterministic: "
+                     "node names are counters, each line ends with the source line).",
+                     stage_default="optimized", stage_all=True)
+    p.set_defaults(func=cmd_show)
+
+    p = file_command("code", "print the code a backend generates",
+                     "Print the code the backend generates from the optimized graph, each "
+                     "statement annotated with its graph node and source line.")
+    p.set_defaults(func=cmd_code)
+
+    p = file_command("stages", "list the stages with node counts",
+                     "List the pipeline stages FUNCTION goes through, with node and op counts.")
+    p.set_defaults(func=cmd_stages)
+
+    p = sub.add_parser("demo", help="run the built-in demo and draw its stages",
+                       description="Trace the lecture example f(a, b) = (a + b) * (b + 1) and a "
+                                   "small MLP with softmax cross-entropy through "
+                                   "gc.value_and_grad, compile and run them, and draw every "
+                                   "stage as SVG into --out.")
+    p.add_argument("--out", default="out", metavar="DIR",
+                   help="folder for the pictures (default out/)")
+    p.add_argument("--backend", default="numpy", choices=backend_names, metavar="NAME",
+                   help=f"code generator: {', '.join(backend_names)} (default numpy)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _error(message: str, code: int) -> int:
+    lines = message.strip().splitlines() or ["?"]
+    first = lines[0]
+    if not first.startswith("[graphc"):
+        first = f"{PROG}: error: {first}"
+    sys.stdout.flush()
+    print("\n".join([first] + lines[1:]), file=sys.stderr)
+    return code
+
+
+def main(argv=None) -> int:
+    """Entry point of the `graphc` console script; returns the exit status (argparse
+    exits by itself, with SystemExit, for --help and for malformed command lines)."""
+    parser = make_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return ns.func(ns)
+    except UsageError as e:
+        return _error(str(e), 2)
+    except VerifyError as e:
+        return _error(f"{e}\n  (this is a graphc bug, please report it)", 1)
+    except GraphcError as e:
+        return _error(str(e), 2)
+    except BrokenPipeError:  # `graphc show ... | head`
+        return 0
+    except KeyboardInterrupt:
+        return _error("interrupted", 130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,2 @@
+"""graphc.nn.functional: torch.nn.functional names and conventions (see graphc.frontends.nn.functional)."""
+from graphc.frontends.nn.functional import *  # noqa: F401,F403

@@ -1,0 +1,161 @@
+"""Scheduling and memory planning: the `scheduled` stage.
+
+Kernels run in graph order. Each kernel's result is a buffer in one arena, at an offset this
+pass chooses from liveness:
+
+  M1 graph outputs (and anything a returned view aliases) get their own allocation: the
+     caller keeps them.
+  M2 a view kernel (reshape, permute, expand, slice) aliases its source buffer: no bytes,
+     and the source stays live while the view is.
+  M3 an elementwise kernel whose input buffer dies at this kernel writes in place into it
+     (same size and type), the classic `x = f(x)`; such chains share one block.
+  M4 blocks are placed offline, largest first, each at the lowest offset clear of every
+     block whose lifetime overlaps (greedy by size, as TFLite's planner; online first fit
+     fragments).
+
+Every kernel node of the scheduled graph carries `buffer` (arena offset, or -1 for its own
+allocation) and `inplace`. `memory_report` gives peak bytes with and without planning.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from graphc.ir import Graph, Node
+from graphc.ops import Op
+
+ALIGN = 64  # arena offsets are cache-line aligned
+
+
+@dataclass
+class MemoryReport:
+    unplanned_bytes: int   # every intermediate its own allocation, none freed
+    freed_peak_bytes: int  # freed after last use but never reused (what a plain interpreter gets)
+    arena_bytes: int       # the planned arena: peak with reuse and in-place updates
+    output_bytes: int      # results handed to the caller (not in the arena)
+    kernels: int
+    inplace: int
+
+    def __str__(self) -> str:
+        return (f"{self.kernels} kernels, {self.inplace} in place; intermediates: "
+                f"{self.unplanned_bytes} B unplanned, {self.freed_peak_bytes} B peak when freed, "
+                f"{self.arena_bytes} B planned arena; outputs {self.output_bytes} B")
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def plan_memory(graph: Graph) -> dict[int, tuple[int, bool]]:
+    """{id(kernel node): (arena offset or -1, in place?)} for every fused node."""
+    order = [n for n in graph.nodes if n.op is Op.FUSED]
+    pos = {id(n): i for i, n in enumerate(order)}
+    source: dict[int, int] = {}  # kernel -> the kernel whose buffer it uses (itself, or via views)
+    external = set()
+    for n in order:
+        src = n.inputs[0] if n.attrs["kind"] == "view" and n.inputs else None
+        source[id(n)] = source[id(src)] if src is not None and id(src) in source else id(n)
+        if n.attrs["kind"] == "view" and source[id(n)] == id(n):
+            external.add(id(n))  # a view of an input or constant: nothing to allocate
+    last = {b: pos[b] for b in set(source.values())}   # last use of each real buffer
+    for n in order:
+        for i in n.inputs:
+            if id(i) in source:
+                b = source[id(i)]
+                last[b] = max(last[b], pos[id(n)])
+    for o in graph.outputs:
+        if id(o) in source:
+            external.add(source[id(o)])                   # M1
+    size = {id(n): _align(n.type.nbytes) for n in order}
+    by_id = {id(n): n for n in order}
+
+    # M3: chains of in-place updates share one block; a group is live from its first
+    # definition to its last use
+    group: dict[int, int] = {}
+    inplace: set[int] = set()
+    handed: set[int] = set()
+    for n in order:
+        b = id(n)
+        if source[b] != b or b in external:
+            continue
+        group[b] = b
+        if n.attrs["kind"] != "elementwise":
+            continue
+        for i in n.inputs:
+            ib = source.get(id(i))
+            if (ib is not None and ib in group and ib not in handed and last[ib] == pos[b]
+                    and size[ib] == size[b] and by_id[ib].type == n.type):
+                group[b] = group[ib]
+                handed.add(ib)
+                inplace.add(b)
+                break
+    span: dict[int, list[int]] = {}
+    for b, g in group.items():
+        lo, hi = span.get(g, [pos[b], last[b]])
+        span[g] = [min(lo, pos[b]), max(hi, last[b])]
+
+    # M4: greedy by size, largest first, each at the lowest offset clear of every placed
+    # group whose lifetime overlaps (offline, so it does not fragment like first fit)
+    offset: dict[int, int] = {}
+    for g in sorted(span, key=lambda g: (-size[g], span[g][0])):
+        lo, hi = span[g]
+        busy = sorted((offset[h], offset[h] + size[h]) for h in offset
+                      if span[h][0] <= hi and lo <= span[h][1])
+        at = 0
+        for a, z in busy:
+            if at + size[g] <= a:
+                break
+            at = max(at, z)
+        offset[g] = at
+
+    result: dict[int, tuple[int, bool]] = {}
+    for n in order:
+        b = source[id(n)]
+        if b in external:
+            result[id(n)] = (-1, False)
+        else:
+            result[id(n)] = (offset[group[b]], id(n) in inplace)
+    return result
+
+
+def schedule(graph: Graph) -> Graph:
+    """The `scheduled` stage: the fused graph with each kernel's buffer decision recorded."""
+    plan = plan_memory(graph)
+    new: dict[int, Node] = {}
+    for n in graph.nodes:
+        ins = tuple(new[id(i)] for i in n.inputs)
+        m = n if ins == n.inputs else n.replace(inputs=ins)
+        if n.op is Op.FUSED:
+            off, inplace = plan[id(n)]
+            m = m.replace(attrs=m.attrs.with_(buffer=off, inplace=inplace))
+        new[id(n)] = m
+    return Graph(tuple(new[id(i)] for i in graph.inputs), tuple(new[id(o)] for o in graph.outputs),
+                 graph.name, graph.output_names)
+
+
+def memory_report(graph: Graph) -> MemoryReport:
+    """Peak intermediate bytes without planning, with frees only, and with the arena plan."""
+    order = [n for n in graph.nodes if n.op is Op.FUSED]
+    outs = {id(o) for o in graph.outputs}
+    plan = {id(n): (n.attrs.get("buffer", -1), n.attrs.get("inplace", False)) for n in order} \
+        if all("buffer" in n.attrs for n in order) else plan_memory(graph)
+    inter = [n for n in order if id(n) not in outs and n.attrs["kind"] != "view"]
+    unplanned = sum(_align(n.type.nbytes) for n in inter)
+    pos = {id(n): i for i, n in enumerate(order)}
+    last = {id(n): pos[id(n)] for n in inter}
+    for n in order:
+        for i in n.inputs:
+            if id(i) in last:
+                last[id(i)] = max(last[id(i)], pos[id(n)])
+    size = {id(n): _align(n.type.nbytes) for n in inter}
+    live = peak = 0
+    for n in order:
+        live += size.get(id(n), 0)
+        peak = max(peak, live)
+        for i in dict.fromkeys(id(i) for i in n.inputs):
+            if i in last and last[i] == pos[id(n)]:
+                live -= size[i]
+    arena = max((off + _align(n.type.nbytes) for n in order
+                 for off, _ in [plan[id(n)]] if off >= 0), default=0)
+    return MemoryReport(unplanned, peak, arena,
+                        sum(o.type.nbytes for o in graph.outputs),
+                        len(order), sum(1 for n in order if plan[id(n)][1]))

@@ -1,0 +1,24 @@
+"""The README's tour is code: run it, so the README stays true to the library."""
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_tour_runs(tmp_path, monkeypatch, capsys):
+    text = README.read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks, "the README has a python tour"
+    monkeypatch.chdir(tmp_path)
+    exec(compile(blocks[0], str(README), "exec"), {"__name__": "readme"})
+    out = capsys.readouterr().out
+    assert "%2:f32[] = add %0 %1" in out
+    assert "(array(2.), array(5.))" in out
+    assert "['traced', 'backward', 'simplified', 'fused', 'scheduled', 'optimized']" in out
+    assert (tmp_path / "out" / "loss_backward.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_readme_starts_with_the_two_commands():
+    head = README.read_text().splitlines()[:6]
+    assert any(line.startswith("make demo") for line in head)
+    assert any(line.startswith("make test") for line in head)
