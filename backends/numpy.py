@@ -32,6 +32,13 @@ def _slices(starts, stops, steps) -> str:
     return ", ".join(parts) + ("," if len(parts) == 1 else "")
 
 
+def _lit(v) -> str:
+    """A Python literal for a scalar; inf and nan have none (repr gives a bare `inf`)."""
+    if isinstance(v, float) and not np.isfinite(v):
+        return f"float({str(v)!r})"
+    return repr(v)
+
+
 def _idiv(a, b):
     """Integer division truncating toward zero, as C and the compiled backends do."""
     return (np.sign(a) * np.sign(b) * (np.abs(a) // np.maximum(np.abs(b), 1))).astype(a.dtype)
@@ -64,7 +71,7 @@ LOWER = {
     Op.EXPAND: lambda n, a: f"np.broadcast_to({a[0]}, {format_value(n.attrs['shape'])})",
     Op.SLICE: lambda n, a: f"{a[0]}[{_slices(n.attrs['starts'], n.attrs['stops'], n.attrs['steps'])}]",
     Op.PAD: lambda n, a: (f"np.pad({a[0]}, {format_value(n.attrs['pads'])}, "
-                          f"constant_values={n.attrs['value']!r})"),
+                          f"constant_values={_lit(n.attrs['value'])})"),
     Op.CONCAT: lambda n, a: f"np.concatenate(({', '.join(a)},), axis={n.attrs['axis']})",
     # the one definition of the counter-based generator lives in graphc.ops
     Op.RAND: lambda n, a: (f"_rand({a[0]}, shape={format_value(n.attrs['shape'])}, "
@@ -175,7 +182,7 @@ class NumpyBackend:
                 if n.op is Op.CONST:
                     arr = n.attrs["value"].array
                     if arr.ndim == 0:  # scalars are written into the expressions that use them
-                        vmap[id(n)] = f"{_np_dtype(n.dtype)}({arr.item()!r})"
+                        vmap[id(n)] = f"{_np_dtype(n.dtype)}({_lit(arr.item())})"
                         literals.add(vmap[id(n)])
                         continue
                     expr = f"_consts[{v!r}]"
@@ -236,6 +243,8 @@ class NumpyBackend:
             fresh[s.var] = n.type if (s.fresh and s.var not in viewed) else None
             if target in fresh:
                 fresh[s.var] = n.type
+            if n.op in _VIEW and s.args and s.args[0] in block_of:
+                block_of[s.var] = block_of[s.args[0]]  # a view keeps its base's block alive
             lines.append(f"    {s.var} = {expr}  # {s.comment}")
             line_nodes[len(header) + 1 + len(lines)] = n
             dead = [a for a in dict.fromkeys(s.args)

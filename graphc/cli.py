@@ -49,7 +49,7 @@ import numpy as np
 
 from graphc import backends
 from graphc.errors import GraphcError, VerifyError
-from graphc.pipeline import STAGES
+from graphc.pipeline import PASSES, STAGES
 
 PROG = "graphc"
 STAGE_HELP = {
@@ -254,7 +254,7 @@ def build(ns):
                 raise UsageError(f"--argnums {','.join(map(str, nums))}: {fname} takes "
                                  f"{len(args)} example arguments")
         fn = _called_from_def(gc.value_and_grad(fn, argnums=nums), fn, path)
-    compiled = gc.compile(fn, backend=ns.backend)
+    compiled = gc.compile(fn, backend=ns.backend, passes=ns.passes)
     try:
         with _on_sys_path(str(path.resolve().parent)):
             compiled.lower(*args)
@@ -283,11 +283,26 @@ def cmd_viz(ns) -> int:
     out = Path(ns.output) if ns.output else Path("out") / f"{fname}.svg"
     if out.suffix.lower() not in (".svg", ".png", ".dot", ".gv"):
         raise UsageError(f"cannot draw to {out.name}: the output must end in .svg, .png or .dot")
+    if ns.diff:
+        before, _, after = ns.diff.partition(":")
+        for st in (before, after):
+            _stages_for(compiled, st)
+        written = gc.draw(compiled, stage=after, path=out, diff_from=before)
+        print(f"{before} -> {after} -> {written}")
+        return 0
     stages = _stages_for(compiled, ns.stage)
     for stage in stages:
         path = out if ns.stage != "all" else out.with_name(f"{out.stem}.{stage}{out.suffix}")
         written = gc.draw(compiled, stage=stage, path=path)
         print(f"{stage:<10} {len(compiled.graph(stage).nodes):>4} nodes -> {written}")
+    return 0
+
+
+def cmd_stats(ns) -> int:
+    from graphc.report import stats_table
+    compiled, fname = build(ns)
+    print(f"{fname}" + (f" (passes {ns.passes})" if ns.passes else ""))
+    print(stats_table(compiled.stages))
     return 0
 
 
@@ -360,6 +375,9 @@ def make_parser() -> argparse.ArgumentParser:
                        help="the arguments --grad differentiates, e.g. 0,1 (implies --grad)")
         p.add_argument("--backend", default="numpy", choices=backend_names, metavar="NAME",
                        help=f"code generator: {', '.join(backend_names)} (default numpy)")
+        p.add_argument("--passes", default=None, metavar="-NAME,...",
+                       help=f"turn passes off to measure them, e.g. -fusion,-cse "
+                            f"(names: {', '.join(PASSES)})")
         return p
 
     p = file_command("viz", "draw a stage of a model's graph (SVG, PNG or DOT)",
@@ -369,7 +387,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUT.svg|png|dot", default=None,
                    help="picture to write, format from the suffix (default out/FUNCTION.svg); "
                         "with --stage all one file per stage, OUT_stem.<stage>.<suffix>")
+    p.add_argument("--diff", metavar="BEFORE:AFTER", default=None,
+                   help="draw what the passes between two stages did, e.g. simplified:fused "
+                        "(added ops green, removed ops greyed, kernels as clusters)")
     p.set_defaults(func=cmd_viz)
+
+    p = file_command("stats", "print nodes, kernels, FLOPs, bytes and peak memory per stage",
+                     "Print a table per stage: ops, kernels (every op is one before fusion), "
+                     "FLOPs, bytes moved (each kernel reads its inputs and writes its result "
+                     "once) and peak memory. Use --passes=-fusion,-cse to measure a pass.")
+    p.set_defaults(func=cmd_stats)
 
     p = file_command("show", "print the IR text of a stage",
                      "Print the text form of a stage of FUNCTION's graph (deterministic: "

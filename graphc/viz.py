@@ -69,13 +69,20 @@ KERNEL_FILL = {"elementwise": "#f1f6ff", "reduce": "#fff4e6", "matmul": "#fff0f0
                "movement": "#f8f9fa", "view": "#f8f9fa"}
 
 
+ADDED, REMOVED = "#2f9e44", "#adb5bd"  # diff colours: ops a pass added / removed
+
+
 def to_dot(graph: Graph, title: str | None = None, params: set[int] | None = None,
-           highlight: set[int] | None = None, legend: bool = True) -> str:
+           highlight: set[int] | None = None, legend: bool = True,
+           added: set[int] | None = None, removed: list | None = None) -> str:
     """The DOT text of a graph picture. `params`: ids of inputs to draw as parameters;
     `highlight`: ids of nodes to draw with a thick red border. A fused kernel is drawn as a
-    cluster holding its body's ops, labelled with its kind and why it was formed."""
+    cluster holding its body's ops, labelled with its kind and why it was formed. For a
+    diff, `added` ops get a thick green border and `removed` ops (of the stage before) are
+    listed, greyed, in a cluster of their own."""
     params = param_inputs(graph) if params is None else params
     highlight = highlight or set()
+    added = added or set()
     lines = ["digraph graphc {", '  rankdir=TB; nodesep=0.25; ranksep=0.35; newrank=true;',
              '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=10];',
              '  edge [fontname="Helvetica", fontsize=8, color="#495057"];']
@@ -133,12 +140,22 @@ def to_dot(graph: Graph, title: str | None = None, params: set[int] | None = Non
                 extra += ', color="#c92a2a", fontcolor="#862e2e"'
             if id(n) in highlight:
                 extra += ', color="#e03131", penwidth=4'
+            elif id(n) in added:
+                extra += f', color="{ADDED}", penwidth=3'
             lines.append(f'{indent}{did} [label="{label}", fillcolor="{fill}", style="{style}"{extra}];')
             colour = ', color="#c92a2a"' if backward else ""
             for x in n.inputs:
                 edges.append(f'  {dot_id[id(x)]} -> {did} [label=" {x.type}"{colour}];')
 
     emit(graph, "", {}, "  ")
+    if removed:
+        lines.append(f'  subgraph cluster_removed {{ label="removed by the pass ({len(removed)} ops)";'
+                     f' fontsize=9; style="rounded,dashed"; color="{REMOVED}";')
+        for i, n in enumerate(removed):
+            where = f"\\n{_esc(str(n.loc))}" if n.loc else ""
+            lines.append(f'    removed{i} [label="{n.op.value} {n.type}{where}", fontsize=8, '
+                         f'style="rounded,dashed", color="{REMOVED}", fontcolor="#868e96"];')
+        lines.append("  }")
     lines.extend(edges)
     out_names = graph.output_names or tuple(f"out{i}" for i in range(len(graph.outputs)))
     for i, (o, nm) in enumerate(zip(graph.outputs, out_names)):
@@ -181,8 +198,10 @@ def render(dot_text: str, path: str | os.PathLike) -> Path:
 
 
 def draw(graph_or_compiled, stage: str = "optimized", path="graph.svg",
-         highlight=None) -> Path:
+         highlight=None, diff_from: str | None = None) -> Path:
     """Draw a Graph, or one stage of a compiled function, to `path` (.svg, .png or .dot).
+    `diff_from="simplified"` (with stage="fused") draws what the passes between the two
+    stages did: ops they added outlined green, ops they removed listed greyed.
 
     >>> import numpy as np, graphc as gc
     >>> f = gc.compile(gc.grad(lambda w: gc.tanh(w).sum()))
@@ -198,4 +217,12 @@ def draw(graph_or_compiled, stage: str = "optimized", path="graph.svg",
         params = param_inputs(stages["traced"])
         title = f"{graph.name}: stage {stage}"
     hl = {id(n) for n in highlight} if highlight else None
-    return render(to_dot(graph, title=title, params=params, highlight=hl), path)
+    added, removed = None, None
+    if diff_from is not None:
+        from graphc.report import diff
+        removed, new_ops = diff(graph_or_compiled.graph(diff_from), graph)
+        added = {id(n) for n in new_ops}
+        title = f"{graph.name}: {diff_from} -> {stage} ({len(removed)} ops removed, " \
+                f"{len(new_ops)} added)"
+    return render(to_dot(graph, title=title, params=params, highlight=hl, added=added,
+                         removed=removed), path)

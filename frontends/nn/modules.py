@@ -924,7 +924,8 @@ class _BatchNorm(Module):
             return out[0] if isinstance(out, tuple) else out
         self.num_batches_tracked = self.num_batches_tracked + 1
         # momentum=None: cumulative moving average, as torch
-        m = self.momentum if self.momentum is not None else 1.0 / self.num_batches_tracked
+        m = self.momentum if self.momentum is not None else \
+            (1.0 / self.num_batches_tracked).astype(self.running_mean.dtype)
         out, mean, var = F.batch_norm(x, self.running_mean, self.running_var, self.weight,
                                       self.bias, True, m, self.eps)
         self.running_mean, self.running_var = mean, var

@@ -119,7 +119,7 @@ def plan(graph: Graph) -> tuple[set[int], dict[int, set[int]], list[Decision]]:
             else:
                 k = len(ks)
                 out_b = n.type.nbytes
-                in_b = sum(i.type.nbytes for i in n.inputs if i.type.size > 1)
+                in_b = sum(i.type.nbytes for i in n.inputs if i.op is not Op.CONST)
                 epilogue_of = [i for i in n.inputs if i.op in CONTRACTIONS and i.shape == n.shape
                                and len(users.get(id(i), [])) == 1]
                 if epilogue_of:

@@ -382,7 +382,7 @@ def test_minimises_rosenbrock(opt, n):
     assert abs(float(p["x"]) - 1) < 1e-3 and abs(float(p["y"]) - 1) < 2e-3
 
 
-@pytest.mark.parametrize("opt", [optim.SGD(lr=0.1), optim.Adagrad(lr=0.5), optim.RMSprop(lr=0.01),
+@pytest.mark.parametrize("opt", [optim.SGD(lr=0.05), optim.Adagrad(lr=0.5), optim.RMSprop(lr=0.01),
                                  optim.Adam(lr=0.05)], ids=["sgd", "adagrad", "rmsprop", "adam"])
 def test_minimises_ill_conditioned_quadratic(opt):
     # lectures 9.21: R(θ) = 10 θ1² + 0.5 θ2²

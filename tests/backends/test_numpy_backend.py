@@ -1,0 +1,311 @@
+"""The numpy backend against the reference interpreter: every op through
+gc.compile(backend="numpy"), gradients, the generated source, tracebacks, and the
+per-signature cache."""
+from __future__ import annotations
+
+import linecache
+import os
+import traceback
+import zlib
+
+import numpy as np
+import pytest
+
+import graphc as gc
+import graphc.backends.numpy as numpy_backend
+from graphc.interpret import interpret
+from graphc.ops import Op
+from graphc.printer import format_node, node_names
+
+HERE = os.path.basename(__file__)
+F32, F64, I32, I64 = np.float32, np.float64, np.int32, np.int64
+FLOATS = (F32, F64)
+ALL = (F32, F64, I32, I64)
+
+
+def r(*shape):
+    def make(rng, dt):
+        if np.dtype(dt).kind in "iu":
+            return rng.integers(-4, 5, shape).astype(dt)
+        return rng.standard_normal(shape).astype(dt)
+    return make
+
+
+def pos(*shape):
+    return lambda rng, dt: rng.uniform(0.5, 2.0, shape).astype(dt)
+
+
+def nz(*shape):
+    return lambda rng, dt: (rng.uniform(0.5, 2, shape) * rng.choice([-1, 1], shape)).astype(dt)
+
+
+def b(*shape):
+    return lambda rng, dt: rng.random(shape) < 0.5
+
+
+def key(v):
+    return lambda rng, dt: np.int64(v)
+
+
+# op -> [(name, fn, makers, dtypes)]
+CASES = {
+    Op.NEG: [("neg", lambda x: -x, (r(3, 4),), ALL)],
+    Op.EXP: [("exp", gc.exp, (r(3, 4),), FLOATS)],
+    Op.LOG: [("log", gc.log, (pos(3, 4),), FLOATS)],
+    Op.SQRT: [("sqrt", gc.sqrt, (pos(5),), FLOATS)],
+    Op.SIN: [("sin", gc.sin, (r(3, 4),), FLOATS)],
+    Op.COS: [("cos", gc.cos, (r(3, 4),), FLOATS)],
+    Op.TANH: [("tanh", gc.tanh, (r(3, 4),), FLOATS)],
+    Op.ABS: [("abs", gc.abs, (r(3, 4),), ALL)],
+    Op.SIGN: [("sign", gc.sign, (r(3, 4),), ALL)],
+    Op.RECIP: [("recip", gc.reciprocal, (nz(3, 4),), FLOATS)],
+    Op.CAST: [("to_i32", lambda x: (x * 3.0).astype(np.int32), (r(3, 4),), FLOATS),
+              ("to_f32", lambda x: x.astype(np.float32) + 1, (r(3, 4),), (F64, I32, I64)),
+              ("to_bool", lambda x: x.astype(bool), (r(6),), ALL)],
+    Op.ADD: [("bcast", gc.add, (r(3, 1), r(4)), ALL), ("scalar", lambda x: x + 2, (r(3),), ALL)],
+    Op.SUB: [("bcast", gc.subtract, (r(2, 1, 4), r(3, 1)), ALL)],
+    Op.MUL: [("bcast", gc.multiply, (r(), r(2, 3)), ALL)],
+    Op.DIV: [("bcast", gc.divide, (r(3, 1), nz(4)), FLOATS),
+             ("scalar", lambda x: 1.0 / x, (nz(4),), FLOATS)],
+    Op.POW: [("bcast", gc.power, (pos(3, 1), r(4)), FLOATS),
+             ("float_exp", lambda x: x ** 1.5, (pos(4),), FLOATS)],
+    Op.MAXIMUM: [("bcast", gc.maximum, (r(3, 1), r(4)), ALL)],
+    Op.MINIMUM: [("bcast", gc.minimum, (r(3, 1), r(4)), ALL)],
+    Op.LT: [("lt", gc.less, (r(3, 1), r(4)), ALL)],
+    Op.LE: [("le", gc.less_equal, (r(3, 1), r(4)), ALL)],
+    Op.GT: [("gt", gc.greater, (r(3, 1), r(4)), ALL)],
+    Op.GE: [("ge", gc.greater_equal, (r(3, 1), r(4)), ALL)],
+    Op.EQ: [("eq", gc.equal, (r(3, 1), r(4)), (I32, I64))],
+    Op.NE: [("ne", gc.not_equal, (r(3, 1), r(4)), (I32, I64))],
+    Op.WHERE: [("where", gc.where, (b(3, 1), r(4), r()), ALL),
+               ("relu", lambda x: gc.where(x > 0, x, 0.0), (r(3, 4),), FLOATS)],
+    Op.SUM: [("axes02", lambda x: gc.sum(x, axis=(0, 2)), (r(2, 3, 4),), ALL),
+             ("keep", lambda x: gc.sum(x, axis=1, keepdims=True), (r(2, 3, 4),), FLOATS),
+             ("all", gc.sum, (r(3, 4),), FLOATS)],
+    Op.MAX: [("axis1", lambda x: gc.max(x, axis=1), (r(2, 3, 4),), ALL),
+             ("keep", lambda x: gc.max(x, axis=(0, 2), keepdims=True), (r(2, 3, 4),), FLOATS)],
+    Op.RESHAPE: [("reshape", lambda x: gc.reshape(x, (4, 3)) * 2, (r(3, 4),), ALL)],
+    Op.PERMUTE: [("permute", lambda x: gc.transpose(x, (2, 0, 1)) + 1, (r(2, 3, 4),), ALL)],
+    Op.EXPAND: [("expand", lambda x: gc.broadcast_to(x, (2, 3, 4)), (r(3, 1),), ALL)],
+    Op.SLICE: [("steps", lambda x: x[1:6:2, ::3], (r(8, 7),), ALL),
+               ("index", lambda x: x[:, 2] * 2, (r(3, 4),), FLOATS)],
+    Op.PAD: [("pad", lambda x: gc.pad(x, ((1, 2), (0, 3)), constant_values=1.5), (r(2, 3),), ALL)],
+    Op.CONCAT: [("concat", lambda a, b, c: gc.concatenate([a, b, c], axis=1),
+                 (r(2, 1), r(2, 3), r(2, 2)), ALL)],
+    Op.MATMUL: [("2d", gc.matmul, (r(3, 4), r(4, 5)), ALL),
+                ("bcast_batch", gc.matmul, (r(2, 1, 3, 4), r(5, 4, 2)), FLOATS),
+                ("vec", gc.matmul, (r(4), r(2, 4, 5)), FLOATS)],
+    Op.RAND: [("rand", lambda k: gc.random_uniform(k, (3, 4)), (key(99),), (I64,)),
+              ("rand_f64", lambda k, x: x * gc.random_uniform(k, (5,), dtype="float64"),
+               (key(-5), r(5)), (F64,))],
+    # several elementwise ops in a row: the fusion stage makes kernels of them
+    Op.FUSED: [("chain", lambda x, y: gc.sum(gc.tanh(x * y + 1.0) * 2.0 - x, axis=0),
+                (r(3, 4), r(4)), FLOATS)],
+}
+
+
+def _params():
+    out = []
+    for op, cases in CASES.items():
+        for name, fn, makers, dts in cases:
+            for dt in dts:
+                out.append(pytest.param(op, fn, makers, dt, id=f"{op.name}-{name}-{np.dtype(dt).name}"))
+    return out
+
+
+def _ops_in(graph) -> set:
+    ops = set()
+    for n in graph.nodes:
+        ops.add(n.op)
+        if n.op is Op.FUSED:
+            ops |= _ops_in(n.attrs["body"])
+    return ops
+
+
+def _check_equal(got, want):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape and got.dtype == want.dtype, (got.dtype, want.dtype)
+    if want.dtype.kind == "f":
+        tol = 2e-6 if want.dtype == np.float32 else 1e-13
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+    else:
+        np.testing.assert_array_equal(got, want)
+
+
+def test_cases_cover_every_lowered_op():
+    assert set(numpy_backend.LOWER) <= set(CASES)
+    assert set(CASES) == set(Op) - {Op.INPUT, Op.CONST, Op.GRAD}
+
+
+@pytest.mark.parametrize("op,fn,makers,dt", _params())
+def test_op_through_numpy_backend_equals_interpreter(op, fn, makers, dt, request):
+    rng = np.random.default_rng(zlib.crc32(request.node.callspec.id.encode()))
+    args = tuple(m(rng, dt) for m in makers)
+    fc = gc.compile(fn, backend="numpy")
+    got = fc(*args)
+    assert op in _ops_in(fc.graph("optimized")), f"no {op.value} reaches the backend:\n" \
+                                                 f"{fc.graph('optimized')}"
+    want = interpret(gc.trace(fn, *args), *args)[0]
+    _check_equal(got, want)
+    # the optimized graph, interpreted, agrees too
+    _check_equal(interpret(fc.graph("optimized"), *args)[0], want)
+
+
+# ---- gradients and memory reuse (inplace, arena) under every backend option -------------------------
+def _mlp(W1, b1, W2, X, Y):
+    h = gc.tanh(X @ W1 + b1)
+    logits = h @ W2
+    z = logits - gc.max(logits, axis=1, keepdims=True)
+    return -gc.sum(Y * (z - gc.log(gc.sum(gc.exp(z), axis=1, keepdims=True)))) / X.shape[0]
+
+
+def _hazards(x, y):
+    # temporaries used after other ops, views of temporaries, several outputs sharing them
+    t = x * 2.0
+    v = t.T
+    u = gc.exp(t)
+    s = u + t
+    w = gc.sum(s * v.T, axis=0)
+    return s, w, t[::2] - 1.0, gc.tanh(u) * y, x
+
+
+BACKEND_OPTIONS = [dict(), dict(inplace=False, arena=False), dict(inplace=True, arena=False),
+                   dict(inplace=False, arena=True), dict(poison=True)]
+
+
+@pytest.mark.parametrize("opts", BACKEND_OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_gradients_and_shared_temporaries_under_backend_options(opts):
+    be = numpy_backend.NumpyBackend(**opts)
+    rng = np.random.default_rng(7)
+    args = (rng.standard_normal((4, 6)), rng.standard_normal(6), rng.standard_normal((6, 3)),
+            rng.standard_normal((5, 4)), np.eye(3)[rng.integers(0, 3, 5)])
+    vg = gc.value_and_grad(_mlp, argnums=(0, 1, 2))
+    got_v, got_g = gc.compile(vg, backend=be)(*args)
+    want_v, want_g = gc.compile(vg, backend="reference")(*args)
+    np.testing.assert_allclose(got_v, want_v, rtol=1e-13)
+    for g, w in zip(got_g, want_g):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-14)
+
+    x, y = rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
+    x0 = x.copy()
+    fc = gc.compile(_hazards, backend=be)
+    for _ in range(2):  # a second call must not see state left by the first
+        got = fc(x, y)
+        want = interpret(gc.trace(_hazards, x, y), x, y)
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-13)
+    np.testing.assert_array_equal(x, x0)  # inputs are never written
+
+
+def test_outputs_of_separate_calls_do_not_alias():
+    fc = gc.compile(lambda x: gc.exp(x) * 2.0)
+    a = fc(np.zeros(3))
+    b = fc(np.ones(3))
+    np.testing.assert_array_equal(a, np.full(3, 2.0))
+    np.testing.assert_allclose(b, np.full(3, 2 * np.e))
+
+
+# ---- the generated source -------------------------------------------------------------------------
+def test_source_shows_every_node_and_the_users_line():
+    def f(x, w, b):
+        h = gc.maximum(x @ w + b, 0.0)
+        return gc.sum(h * h) / 2.0, h[:, ::2]
+    line = f.__code__.co_firstlineno
+    fc = gc.compile(f, backend="numpy")
+    rng = np.random.default_rng(0)
+    fc(rng.standard_normal((2, 3)), rng.standard_normal((3, 4)), rng.standard_normal(4))
+    src = fc.source
+    assert isinstance(src, str) and src.startswith("#")
+    compile(src, "<check>", "exec")  # valid Python
+    g = fc.graph("optimized")
+    names = node_names(g)
+
+    def check(graph, names):
+        for n in graph.nodes:
+            if n.op is Op.INPUT or (n.op is Op.CONST and n.type.shape == ()):
+                continue
+            if n.op is Op.FUSED:
+                assert f"kernel {n.attrs['name']}" in src
+                check(n.attrs["body"], node_names(n.attrs["body"]))
+                continue
+            assert format_node(n, names) in src, format_node(n, names)
+    check(g, names)
+    assert f"{HERE}:{line + 1}" in src and f"{HERE}:{line + 2}" in src
+
+
+def test_generated_lines_are_in_linecache_and_in_tracebacks(monkeypatch):
+    monkeypatch.setitem(numpy_backend.LOWER, Op.SIN,
+                        lambda n, a: f"np.sin({a[0]}, casting='no-such-casting')")
+
+    def f(x):
+        return gc.sin(x * 3.0) + x
+
+    fc = gc.compile(f, backend=numpy_backend.NumpyBackend())
+    entry = fc.lower(np.ones(2))
+    prog = entry.program
+    assert linecache.getlines(prog.filename) == prog.source.splitlines(True)
+    with pytest.raises(gc.GraphcError) as e:
+        fc(np.ones(2))
+    tb = "".join(traceback.format_exception(e.value.__cause__))
+    bad_line = next(l for l in prog.source.splitlines() if "no-such-casting" in l)
+    assert prog.filename in tb
+    assert bad_line.strip() in tb  # the generated statement, with its node comment
+    assert f"{HERE}:{f.__code__.co_firstlineno + 1}" in bad_line
+
+
+# ---- the per-signature cache ---------------------------------------------------------------------
+def test_compile_caches_per_signature_and_retraces_for_new_shapes():
+    calls = []
+
+    def f(x, scale):
+        calls.append(x.shape)
+        return x * scale
+
+    fc = gc.compile(f, backend="numpy")
+    x3 = np.arange(3.0)
+    np.testing.assert_array_equal(fc(x3, 2.0), x3 * 2)
+    np.testing.assert_array_equal(fc(x3 + 1, 3.0), (x3 + 1) * 3)  # same signature: no retrace
+    assert len(calls) == 1
+    first_source = fc.source
+    np.testing.assert_array_equal(fc(np.arange(5.0), 2.0), np.arange(5.0) * 2)
+    assert len(calls) == 2 and fc.source != first_source
+    out = fc(np.arange(3, dtype=np.float32), 2.0)
+    assert out.dtype == np.float32 and len(calls) == 3
+    fc(x3, 4.0)
+    assert len(calls) == 3  # the first signature is still cached
+    assert fc.source == first_source  # and .source follows the latest call
+
+
+def test_static_python_ints_are_part_of_the_signature():
+    calls = []
+
+    def f(x, n):
+        calls.append(n)
+        for _ in range(n):
+            x = x * 2.0
+        return x
+
+    fc = gc.compile(f)
+    assert float(fc(np.float64(1.0), 3)) == 8.0
+    assert float(fc(np.float64(1.0), 2)) == 4.0
+    assert float(fc(np.float64(3.0), 3)) == 24.0
+    assert calls == [3, 2]
+
+
+def test_compiled_function_called_inside_a_trace_is_inlined():
+    inner = gc.compile(lambda x: gc.sin(x) * 2.0)
+    outer = gc.compile(lambda x: inner(x) + 1.0)
+    x = np.array([0.1, 0.2])
+    np.testing.assert_allclose(outer(x), np.sin(x) * 2 + 1, rtol=1e-15)
+    g = gc.grad(lambda x: gc.sum(inner(x)))(x)
+    np.testing.assert_allclose(g, 2 * np.cos(x), rtol=1e-15)
+
+
+def test_pytree_outputs_and_inputs():
+    fc = gc.compile(lambda p: {"s": p["a"] + p["b"], "t": (p["a"] * 2.0, p["b"])})
+    out = fc({"a": np.ones(2), "b": np.arange(2.0)})
+    assert set(out) == {"s", "t"}
+    np.testing.assert_array_equal(out["s"], [1.0, 2.0])
+    np.testing.assert_array_equal(out["t"][0], [2.0, 2.0])
+    np.testing.assert_array_equal(out["t"][1], [0.0, 1.0])
