@@ -42,7 +42,7 @@ def _arg_names(fn, n: int) -> list[str]:
 
 
 def _leaf_input(x, name: str) -> Tensor:
-    if isinstance(x, float):  # Python floats are weak: they take the dtype of what they meet
+    if type(x) is float:  # Python floats are weak (np.float64 is a float subclass: not weak)
         return Tensor(input_node(name, (), DType.float64), weak=True)
     a = np.asarray(x)
     try:
@@ -203,7 +203,7 @@ def _signature(args) -> tuple:
     leaves, tree, _ = pytree.flatten(tuple(args))
     sig = []
     for x in leaves:
-        if isinstance(x, float):
+        if type(x) is float:
             sig.append("float")
         else:
             a = np.asarray(x)
@@ -247,7 +247,7 @@ class Compiled:
             return self.fn(*args)
         entry = self.lower(*args)
         leaves = pytree.flatten(tuple(args))[0]
-        arrays = [np.asarray(x, dtype=np.float64) if isinstance(x, float) else np.asarray(x)
+        arrays = [np.asarray(x, dtype=np.float64) if type(x) is float else np.asarray(x)
                   for x in leaves]
         outs = entry.program(*arrays)
         return pytree.unflatten(entry.traced.out_tree, list(outs))

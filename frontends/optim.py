@@ -39,6 +39,10 @@ Python float, which `gc.compile` turns into a scalar input, so a schedule does n
 >>> bool(loss < 1e-4), p["w"].dtype, float(s["step"])
 (True, dtype('float32'), 200.0)
 
+The same step as a lambda, returning `(new_params, new_state)`:
+
+    step = gc.compile(lambda p, s, x, y, lr: opt.update(gc.grad(loss_fn)(p, x, y), s, p, lr))
+
 Beware: `opt.update(g, s, p)` without `lr=` inside a compiled function bakes `opt.lr` into
 the graph as a constant at trace time; later changes to `opt.lr` are then ignored.
 
@@ -487,6 +491,13 @@ class LRScheduler:
         return self._last_lr
 
 
+def _optimizer_or_none(optimizer, who: str):
+    if optimizer is not None and not hasattr(optimizer, "lr"):
+        raise TypeError(f"{who}'s first argument is the optimizer (or None for functional use), "
+                        f"got {type(optimizer).__name__}")
+    return optimizer
+
+
 class LambdaLR(LRScheduler):
     """`lr = base · lr_lambda(t)`. With `inverse_time(k)`: base/(1 + k t); with
     `inverse_sqrt(k)`: base/√(1 + k t) (the lectures' α₀/√t counting t from 1)."""
@@ -613,7 +624,10 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         super().__init__(optimizer, last_epoch)
 
     def lr_at(self, t):
-        t_cur, t_i = t, self.T_0
+        if self.T_mult == 1:
+            t_cur, t_i = t % self.T_0, self.T_0
+        else:  # periods grow geometrically: O(log t) iterations
+            t_cur, t_i = t, self.T_0
         while t_cur >= t_i:
             t_cur, t_i = t_cur - t_i, t_i * self.T_mult
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t_cur / t_i)) / 2
@@ -646,7 +660,7 @@ class CyclicLR(LRScheduler):
         else:
             self.scale_fn, self.scale_mode = (lambda x: gamma ** x), "iterations"
         # torch's CyclicLR replaces the optimiser's LR by base_lr, whatever it was
-        self.optimizer = optimizer if optimizer is not None and hasattr(optimizer, "lr") else None
+        self.optimizer = _optimizer_or_none(optimizer, "CyclicLR")
         self.base_lr = float(base_lr)
         if self.optimizer is not None:
             self.optimizer.initial_lr = self.base_lr
@@ -671,7 +685,7 @@ class SequentialLR(LRScheduler):
             raise ValueError(f"SequentialLR expects len(milestones) == len(schedulers) - 1, got "
                              f"{len(milestones)} milestones for {len(schedulers)} schedulers")
         self.schedulers, self.milestones = list(schedulers), [int(m) for m in milestones]
-        self.optimizer = optimizer if optimizer is not None and hasattr(optimizer, "lr") else None
+        self.optimizer = _optimizer_or_none(optimizer, "SequentialLR")
         self.base_lr = self.schedulers[0].base_lr
         self.last_epoch = last_epoch
         self.step()

@@ -248,6 +248,8 @@ def true_divide(a, b) -> Tensor:
 
 
 def power(a, b) -> Tensor:
+    if not isinstance(a, numbers.Number):
+        a = lift(a)  # arrays too, so eager gc.power(x, 2) agrees with traced x ** 2
     b_is_small_int = isinstance(b, numbers.Integral) and not isinstance(b, bool) and 0 <= b <= 4
     if b_is_small_int and isinstance(a, Tensor) and not a.weak:
         # x**2 as x*x: exact, and its gradient needs no log (the lectures' `dx**2`)
@@ -273,8 +275,8 @@ def reduce(op: Op, x, axis=None, keepdims=False) -> Tensor:
     except ValueError as e:
         raise ShapeError(f"{op.value}: {e}", stage="trace", node=repr(x),
                          loc=_loc_str()) from None
-    if x.node.dtype is DType.bool:
-        x = cast(x, DType.int64)
+    if x.node.dtype is DType.bool or (op is Op.SUM and x.node.dtype is DType.int32):
+        x = cast(x, DType.int64)  # NumPy sums bools and int32 in int64 (no silent overflow)
     if not axes:
         return x
     return Tensor(apply(op, x.node, axes=axes, keepdims=bool(keepdims)))

@@ -35,3 +35,11 @@ from graphc.viz import draw
 
 from numpy import float32, float64, int32, int64, bool_  # dtypes, as np.float32 etc.
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """`gc.optim` and `gc.nn` without importing them at `import graphc` (PEP 562)."""
+    if name in ("optim", "nn"):
+        import importlib
+        return importlib.import_module(f"graphc.{name}")
+    raise AttributeError(f"module 'graphc' has no attribute {name!r}")

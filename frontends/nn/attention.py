@@ -35,10 +35,6 @@ def _mask_scores(scores, mask):
     return scores + mask
 
 
-def _is_bool(mask) -> bool:
-    return mask is not None and np.dtype(mask.dtype) == np.bool_
-
-
 class MultiheadAttention(Module):
     """MultiheadAttention(embed_dim, num_heads, dropout=0.0, bias=True, kdim=None, vdim=None,
     batch_first=False, *, dtype, seed, rng) -- `concat(head_1..head_h) W_Oᵀ + b_O` with
@@ -218,39 +214,31 @@ class TransformerEncoder(Module):
 
 
 class AdditiveAttention(Module):
-    """Additive (Bahdanau) attention, lectures 4.22:
+    """Additive (Bahdanau) attention, lectures 4.22, over `F.additive_attention`:
     `score_j = vᵀ tanh(W_q q + W_k k_j)` (= `v_aᵀ tanh(W_a [q; k_j])` with W_a = [W_q W_k]),
-    `α = softmax_j(score)`, `context = Σ_j α_j v_j`.
+    `α = softmax_j(score)`, `context = Σ_j α_j value_j`.
 
-    AdditiveAttention(query_size, key_size, hidden_size, bias=False, *, dtype, seed, rng):
-    submodules query_proj (Linear q -> hidden), key_proj (Linear k -> hidden, no bias), v
-    (Linear hidden -> 1, no bias). forward(query (N, Q) or (N, L, Q), keys (N, S, K),
-    values=None (= keys), mask=None ((N, S) bool, True = a real position to attend to))
-    -> (context (N, V) or (N, L, V), weights (N, S) or (N, L, S))."""
+    AdditiveAttention(query_size, key_size, hidden_size, *, dtype, seed, rng): submodules
+    query_proj (Linear q -> hidden), key_proj (Linear k -> hidden), v (Linear hidden -> 1),
+    none with a bias, torch's default Linear init. forward(query (N, Q) or (N, L, Q),
+    keys (N, S, K), values=None (= keys), mask=None ((N, S) bool, True = a real position to
+    attend to)) -> (context (N, V) or (N, L, V), weights (N, S) or (N, L, S))."""
 
-    def __init__(self, query_size, key_size, hidden_size, bias=False, *, dtype=np.float32,
-                 seed=None, rng=None):
+    def __init__(self, query_size, key_size, hidden_size, *, dtype=np.float32, seed=None,
+                 rng=None):
         super().__init__()
         r = _make_rng(seed, rng)
-        self.query_proj = Linear(query_size, hidden_size, bias=bias, dtype=dtype, rng=r)
+        self.query_proj = Linear(query_size, hidden_size, bias=False, dtype=dtype, rng=r)
         self.key_proj = Linear(key_size, hidden_size, bias=False, dtype=dtype, rng=r)
         self.v = Linear(hidden_size, 1, bias=False, dtype=dtype, rng=r)
 
-    def forward(self, query, keys, values=None, mask=None, projected_keys=None):
-        values = keys if values is None else values
-        single = query.ndim == 2
-        q = self.query_proj(query)
-        q = gnp.expand_dims(q, -2) if single else q                   # (N, L, A)
-        pk = self.key_proj(keys) if projected_keys is None else projected_keys   # (N, S, A)
-        e = gnp.tanh(gnp.expand_dims(q, -2) + gnp.expand_dims(pk, -3))   # (N, L, S, A)
-        scores = gnp.squeeze(self.v(e), -1)                              # (N, L, S)
-        if mask is not None:
-            scores = gnp.where(gnp.expand_dims(mask, -2), scores, -np.inf)
-        w = F.softmax(scores, dim=-1)
-        ctx = w @ values                                                 # (N, L, V)
-        if single:
-            return ctx[:, 0], w[:, 0]
-        return ctx, w
+    def forward(self, query, keys, values=None, mask=None):
+        if query.ndim == keys.ndim:  # L queries per batch: keys broadcast over them
+            keys = gnp.expand_dims(keys, -3)
+            values = None if values is None else gnp.expand_dims(values, -3)
+            mask = None if mask is None else gnp.expand_dims(mask, -2)
+        return F.additive_attention(query, keys, self.query_proj.weight, self.key_proj.weight,
+                                    self.v.weight[0], values, mask)
 
 
 class Seq2Seq(Module):
@@ -294,10 +282,10 @@ class Seq2Seq(Module):
             return z, (state[0][0], state[1][0])
         return z, state[0]
 
-    def decode_step(self, y_prev, state, z, src_mask=None, projected_keys=None):
+    def decode_step(self, y_prev, state, z, src_mask=None):
         """One decoder step from token ids y_prev (N,) -> (logits (N, V), new state, weights (N, S))."""
         g = state[0] if self.rnn == "lstm" else state
-        ctx, w = self.attention(g, z, mask=src_mask, projected_keys=projected_keys)
+        ctx, w = self.attention(g, z, mask=src_mask)
         inp = gnp.concatenate([self.tgt_embed(y_prev), ctx], axis=-1)
         state = self.decoder(inp, state)
         g = state[0] if self.rnn == "lstm" else state
@@ -305,10 +293,9 @@ class Seq2Seq(Module):
 
     def forward(self, src, tgt_in, src_mask=None):
         z, state = self.encode(src)
-        pk = self.attention.key_proj(z)  # projected once, used at every step
         logits, weights = [], []
         for i in range(tgt_in.shape[1]):
-            lg, state, w = self.decode_step(tgt_in[:, i], state, z, src_mask, pk)
+            lg, state, w = self.decode_step(tgt_in[:, i], state, z, src_mask)
             logits.append(lg)
             weights.append(w)
         return gnp.stack(logits, axis=1), gnp.stack(weights, axis=1)

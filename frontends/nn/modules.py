@@ -49,7 +49,6 @@ default generator (`graphc.nn.init`). Parameters are float32 unless `dtype=` say
 """
 from __future__ import annotations
 
-import contextlib
 import difflib
 import math
 import numbers
@@ -59,7 +58,6 @@ from typing import Any, Callable, Iterator, NamedTuple
 import numpy as np
 
 from graphc.errors import GraphcError, ShapeError
-from graphc.frontends import numpy_api as gnp
 from graphc.frontends.tensor import Tensor
 from graphc.frontends.nn import functional as F
 from graphc.frontends.nn import init
@@ -762,9 +760,8 @@ class Conv2d(Module):
             self.register_parameter("bias", None)
 
     def forward(self, x):
-        kw = {"groups": self.groups} if self.groups != 1 else {}
-        return F.conv2d(x, self.weight, self.bias, stride=self.stride, padding=self.padding,
-                        dilation=self.dilation, **kw)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
 
     def extra_repr(self):
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, " \
@@ -779,7 +776,8 @@ class Conv2d(Module):
 
 
 class MaxPool2d(Module):
-    """MaxPool2d(kernel_size, stride=None (= kernel_size), padding=0, dilation=1) on NCHW."""
+    """MaxPool2d(kernel_size, stride=None (= kernel_size), padding=0, dilation=1,
+    ceil_mode=False) on NCHW (padding counts as -inf); F.max_pool2d."""
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
         super().__init__()
@@ -787,19 +785,16 @@ class MaxPool2d(Module):
         self.padding, self.dilation, self.ceil_mode = padding, dilation, ceil_mode
 
     def forward(self, x):
-        kw = {}
-        if _pair(self.dilation) != (1, 1):
-            kw["dilation"] = self.dilation
-        if self.ceil_mode:
-            kw["ceil_mode"] = True
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, **kw)
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
+                            self.ceil_mode)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
 class AvgPool2d(Module):
-    """AvgPool2d(kernel_size, stride=None (= kernel_size), padding=0, count_include_pad=True)."""
+    """AvgPool2d(kernel_size, stride=None (= kernel_size), padding=0, ceil_mode=False,
+    count_include_pad=True) on NCHW; F.avg_pool2d."""
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
         super().__init__()
@@ -807,34 +802,23 @@ class AvgPool2d(Module):
         self.padding, self.ceil_mode, self.count_include_pad = padding, ceil_mode, count_include_pad
 
     def forward(self, x):
-        kw = {}
-        if self.ceil_mode:
-            kw["ceil_mode"] = True
-        if not self.count_include_pad:
-            kw["count_include_pad"] = False
-        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, **kw)
+        return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
+                            self.count_include_pad)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
 class AdaptiveAvgPool2d(Module):
-    """Global average pooling: AdaptiveAvgPool2d(1) (other output sizes when they divide the
-    input size evenly)."""
+    """AdaptiveAvgPool2d(output_size): average pooling to a fixed (H, W) output size
+    (AdaptiveAvgPool2d(1) is global average pooling; None keeps a size)."""
 
     def __init__(self, output_size):
         super().__init__()
-        self.output_size = _pair(output_size)
+        self.output_size = output_size
 
     def forward(self, x):
-        oh = x.shape[-2] if self.output_size[0] is None else self.output_size[0]
-        ow = x.shape[-1] if self.output_size[1] is None else self.output_size[1]
-        H, W = x.shape[-2:]
-        if H % oh or W % ow:
-            raise ShapeError(f"AdaptiveAvgPool2d: output size {(oh, ow)} must divide the input "
-                             f"size {(H, W)}", stage="trace")
-        y = gnp.reshape(x, x.shape[:-2] + (oh, H // oh, ow, W // ow))
-        return gnp.mean(y, axis=(-3, -1))
+        return F.adaptive_avg_pool2d(x, self.output_size)
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
@@ -859,8 +843,7 @@ class Unflatten(Module):
         self.dim, self.unflattened_size = dim, tuple(unflattened_size)
 
     def forward(self, x):
-        d = self.dim % x.ndim
-        return gnp.reshape(x, x.shape[:d] + self.unflattened_size + x.shape[d + 1:])
+        return F.unflatten(x, self.dim, self.unflattened_size)
 
 
 class Dropout(Module):

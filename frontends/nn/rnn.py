@@ -32,31 +32,22 @@ __all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU",
 _GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
-def _sigmoid(x):
-    return F.sigmoid(x)
-
-
-def _linear(x, w, b):
-    y = x @ gnp.transpose(w) if not isinstance(w, np.ndarray) else x @ w.T
-    return y if b is None else y + b
-
-
 # ---- one step, as pure functions (also used by the cells) -------------------------------------------
 def rnn_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, nonlinearity="tanh", xw=None):
     """One Elman step: act(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh). `xw` is a precomputed
     x W_ihᵀ + b_ih (the unrolled layer computes it for all steps at once)."""
-    pre = (_linear(x, w_ih, b_ih) if xw is None else xw) + _linear(h, w_hh, b_hh)
+    pre = (F.linear(x, w_ih, b_ih) if xw is None else xw) + F.linear(h, w_hh, b_hh)
     return gnp.tanh(pre) if nonlinearity == "tanh" else F.relu(pre)
 
 
 def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None, xw=None):
     """One LSTM step, gates packed (i, f, g, o) as torch; returns (h', c')."""
-    gates = (_linear(x, w_ih, b_ih) if xw is None else xw) + _linear(h, w_hh, b_hh)
+    gates = (F.linear(x, w_ih, b_ih) if xw is None else xw) + F.linear(h, w_hh, b_hh)
     H = h.shape[-1]
-    i = _sigmoid(gates[..., 0:H])
-    f = _sigmoid(gates[..., H:2 * H])
+    i = F.sigmoid(gates[..., 0:H])
+    f = F.sigmoid(gates[..., H:2 * H])
     g = gnp.tanh(gates[..., 2 * H:3 * H])
-    o = _sigmoid(gates[..., 3 * H:4 * H])
+    o = F.sigmoid(gates[..., 3 * H:4 * H])
     c2 = f * c + i * g
     return o * gnp.tanh(c2), c2
 
@@ -64,11 +55,11 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih=None, b_hh=None, xw=None):
 def gru_cell(x, h, w_ih, w_hh, b_ih=None, b_hh=None, xw=None):
     """One GRU step, gates packed (r, z, n) as torch (reset applied after the recurrent
     matmul); returns h'."""
-    gi = _linear(x, w_ih, b_ih) if xw is None else xw
-    gh = _linear(h, w_hh, b_hh)
+    gi = F.linear(x, w_ih, b_ih) if xw is None else xw
+    gh = F.linear(h, w_hh, b_hh)
     H = h.shape[-1]
-    r = _sigmoid(gi[..., 0:H] + gh[..., 0:H])
-    z = _sigmoid(gi[..., H:2 * H] + gh[..., H:2 * H])
+    r = F.sigmoid(gi[..., 0:H] + gh[..., 0:H])
+    z = F.sigmoid(gi[..., H:2 * H] + gh[..., H:2 * H])
     n = gnp.tanh(gi[..., 2 * H:3 * H] + r * gh[..., 2 * H:3 * H])
     return (1 - z) * n + z * h
 

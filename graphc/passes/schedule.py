@@ -8,7 +8,9 @@ pass chooses from liveness:
   M2 a view kernel (reshape, permute, expand, slice) aliases its source buffer: no bytes,
      and the source stays live while the view is.
   M3 an elementwise kernel whose input buffer dies at this kernel writes in place into it
-     (same size and type), the classic `x = f(x)`; such chains share one block.
+     (same size and type), the classic `x = f(x)`; such chains share one block. Only an
+     input the kernel reads at the index it writes (through elementwise ops, no view, no
+     broadcast): `x = f(x.T)` computed element by element would read overwritten data.
   M4 blocks are placed offline, largest first, each at the lowest offset clear of every
      block whose lifetime overlaps (greedy by size, as TFLite's planner; online first fit
      fragments).
@@ -21,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from graphc.ir import Graph, Node
-from graphc.ops import Op
+from graphc.ops import ELEMENTWISE, Op
 
 ALIGN = 64  # arena offsets are cache-line aligned
 
@@ -43,6 +45,25 @@ class MemoryReport:
 
 def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def _reads_aligned(kernel: Node, j: int) -> bool:
+    """Does the kernel read its input j only where it writes: every use of it in the body an
+    elementwise op over the kernel's own shape (no view re-indexes it, nothing broadcasts it)?"""
+    body = kernel.attrs["body"]
+    x = body.inputs[j]
+    if x.shape != kernel.shape:
+        return False
+    users = body.users()
+    stack, seen = [x], set()
+    while stack:
+        for u in users.get(id(stack.pop()), []):
+            if id(u) not in seen:
+                if u.op not in ELEMENTWISE or u.shape != kernel.shape:
+                    return False
+                seen.add(id(u))
+                stack.append(u)
+    return True
 
 
 def plan_memory(graph: Graph) -> dict[int, tuple[int, bool]]:
@@ -80,10 +101,11 @@ def plan_memory(graph: Graph) -> dict[int, tuple[int, bool]]:
         group[b] = b
         if n.attrs["kind"] != "elementwise":
             continue
-        for i in n.inputs:
+        for j, i in enumerate(n.inputs):
             ib = source.get(id(i))
             if (ib is not None and ib in group and ib not in handed and last[ib] == pos[b]
-                    and size[ib] == size[b] and by_id[ib].type == n.type):
+                    and size[ib] == size[b] and by_id[ib].type == n.type
+                    and _reads_aligned(n, j)):
                 group[b] = group[ib]
                 handed.add(ib)
                 inplace.add(b)
@@ -138,7 +160,9 @@ def memory_report(graph: Graph) -> MemoryReport:
     outs = {id(o) for o in graph.outputs}
     plan = {id(n): (n.attrs.get("buffer", -1), n.attrs.get("inplace", False)) for n in order} \
         if all("buffer" in n.attrs for n in order) else plan_memory(graph)
-    inter = [n for n in order if id(n) not in outs and n.attrs["kind"] != "view"]
+    # intermediates: not the caller's (outputs, and what a returned view aliases: M1)
+    inter = [n for n in order if id(n) not in outs and n.attrs["kind"] != "view"
+             and plan[id(n)][0] >= 0]
     unplanned = sum(_align(n.type.nbytes) for n in inter)
     pos = {id(n): i for i, n in enumerate(order)}
     last = {id(n): pos[id(n)] for n in inter}

@@ -17,7 +17,8 @@ from graphc.types import broadcast_shapes
 A = apply
 FOLD_MAX_ELEMENTS = 64  # folding bigger results would bloat the program with constants
 
-_FINITE_OPS = {Op.SIN, Op.COS, Op.TANH, Op.SIGN, Op.RAND}   # bounded outputs
+# bounded outputs, but only for a finite input: sin(inf), cos(inf) and f(nan) are nan
+_FINITE_IF_INPUT_FINITE = {Op.SIN, Op.COS, Op.TANH, Op.SIGN}
 _VIEW_OPS = {Op.EXPAND, Op.RESHAPE, Op.PERMUTE, Op.SLICE}
 
 
@@ -25,8 +26,10 @@ def is_finite(n: Node) -> bool:
     """Conservative: True only when every element is certainly finite."""
     if n.op is Op.CONST:
         return bool(np.all(np.isfinite(n.attrs["value"].array)))
-    if n.op in _FINITE_OPS or (n.op is Op.CAST and not n.inputs[0].dtype.is_float):
+    if n.op is Op.RAND or (n.op is Op.CAST and not n.inputs[0].dtype.is_float):
         return True
+    if n.op in _FINITE_IF_INPUT_FINITE:
+        return is_finite(n.inputs[0])
     if n.op in _VIEW_OPS:
         return is_finite(n.inputs[0])
     if n.op is Op.WHERE:

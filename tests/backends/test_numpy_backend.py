@@ -309,3 +309,102 @@ def test_pytree_outputs_and_inputs():
     np.testing.assert_array_equal(out["s"], [1.0, 2.0])
     np.testing.assert_array_equal(out["t"][0], [2.0, 2.0])
     np.testing.assert_array_equal(out["t"][1], [0.0, 1.0])
+
+
+# ---- random programs: fusion, in-place reuse and the memory plan must never change a result ------
+def _broadcasts(a, b) -> bool:
+    try:
+        np.broadcast_shapes(a, b)
+        return True
+    except ValueError:
+        return False
+
+
+def _random_program(seed: int, steps: int = 16):
+    """A deterministic random straight-line program over x[3,4], y[4], z[3,1]: a plan of
+    steps (each one reads earlier values), then a function that runs it with gc.* calls."""
+    rng = np.random.default_rng(seed)
+    shapes = [(3, 4), (4,), (3, 1)]
+    plan = []
+    while len(plan) < steps:
+        kind = str(rng.choice(["unary", "binary", "binary", "reduce", "move", "matmul", "where"]))
+        i = int(rng.integers(len(shapes)))
+        s = shapes[i]
+        partners = [j for j, t in enumerate(shapes) if _broadcasts(s, t)]
+        if kind == "unary":
+            plan.append((kind, i, str(rng.choice(["sin", "tanh", "neg", "abs", "square", "exp"]))))
+            shapes.append(s)
+        elif kind in ("binary", "where"):
+            j = int(rng.choice(partners))
+            plan.append((kind, i, j, str(rng.choice(["add", "sub", "mul", "maximum", "minimum"]))))
+            shapes.append(np.broadcast_shapes(s, shapes[j]))
+        elif kind == "reduce" and s:
+            axis, keep = int(rng.integers(len(s))), bool(rng.integers(2))
+            plan.append((kind, i, axis, keep, str(rng.choice(["sum", "max"]))))
+            shapes.append(tuple(1 if a == axis else d for a, d in enumerate(s) if keep or a != axis))
+        elif kind == "move" and s:
+            m = str(rng.choice(["T", "flat", "slice", "pad", "concat", "expand"]))
+            plan.append((kind, i, m))
+            shapes.append({"T": s[::-1], "flat": (int(np.prod(s)),), "slice": ((s[0] + 1) // 2,) + s[1:],
+                           "pad": tuple(d + 1 for d in s), "concat": (2 * s[0],) + s[1:],
+                           "expand": (2,) + s}[m])
+        elif kind == "matmul" and 1 <= len(s) <= 2:
+            js = [j for j, t in enumerate(shapes) if 1 <= len(t) <= 2 and t[0 if len(t) == 1 else -2] == s[-1]]
+            if js:
+                j = int(rng.choice(js))
+                plan.append((kind, i, j))
+                shapes.append(np.matmul(np.zeros(s), np.zeros(shapes[j])).shape)
+    outs = sorted({int(o) for o in rng.integers(0, len(shapes), 3)} | {len(shapes) - 1})
+    unary = {"sin": gc.sin, "tanh": gc.tanh, "neg": gc.negative, "abs": gc.abs,
+             "square": gc.square, "exp": lambda a: gc.exp(gc.tanh(a))}
+    binary = {"add": gc.add, "sub": gc.subtract, "mul": gc.multiply, "maximum": gc.maximum,
+              "minimum": gc.minimum}
+
+    def program(x, y, z):
+        v = [x, y, z]
+        for p in plan:
+            kind, a = p[0], v[p[1]]
+            if kind == "unary":
+                v.append(unary[p[2]](a))
+            elif kind == "binary":
+                v.append(binary[p[3]](a, v[p[2]]))
+            elif kind == "where":
+                v.append(gc.where(a > 0, a, v[p[2]]))
+            elif kind == "reduce":
+                v.append((gc.sum if p[4] == "sum" else gc.max)(a, axis=p[2], keepdims=p[3]))
+            elif kind == "matmul":
+                v.append(gc.matmul(a, v[p[2]]))
+            else:
+                m = p[2]
+                v.append(gc.transpose(a) if m == "T" else gc.reshape(a, (-1,)) if m == "flat"
+                         else a[::2] if m == "slice" else gc.pad(a, ((1, 0),) * a.ndim) if m == "pad"
+                         else gc.concatenate([a, a * 0.5]) if m == "concat"
+                         else gc.broadcast_to(a, (2,) + a.shape))
+        return tuple(v[o] for o in outs)
+    return program
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_random_programs_agree_with_the_interpreter(seed):
+    program = _random_program(seed)
+    rng = np.random.default_rng(seed + 1000)
+    args = (rng.standard_normal((3, 4)), rng.standard_normal(4), rng.standard_normal((3, 1)))
+    want = interpret(gc.trace(program, *args), *args)
+    loss = lambda x, y, z: sum(gc.sum(gc.tanh(o)) for o in program(x, y, z))  # noqa: E731
+    vg = gc.value_and_grad(loss, argnums=(0, 1, 2))
+    want_v, want_g = gc.compile(vg, backend="reference")(*args)
+    for opts in (dict(), dict(poison=True), dict(inplace=False, arena=False)):
+        be = numpy_backend.NumpyBackend(**opts)
+        fc = gc.compile(program, backend=be)
+        for _ in range(2):
+            copies = tuple(a.copy() for a in args)
+            got = fc(*copies)
+            for g, w in zip(got, want, strict=True):
+                assert g.shape == w.shape
+                np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12, err_msg=str(opts))
+            for c, a in zip(copies, args):
+                np.testing.assert_array_equal(c, a)  # inputs untouched
+        got_v, got_g = gc.compile(vg, backend=be)(*args)
+        np.testing.assert_allclose(got_v, want_v, rtol=1e-12)
+        for g, w in zip(got_g, want_g):
+            np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-12, err_msg=str(opts))

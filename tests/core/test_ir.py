@@ -15,7 +15,7 @@ import pytest
 import graphc as gc
 import graphc.pipeline as pipeline
 from graphc.errors import VerifyError
-from graphc.ir import Attrs, Graph, Node, apply, const, input_node, toposort
+from graphc.ir import Attrs, Graph, apply, const, input_node, toposort
 from graphc.ops import Op
 from graphc.passes.autodiff import expand_grads
 from graphc.passes.simplify import cse, simplify

@@ -385,6 +385,11 @@ def test_linear_and_activations():
     close(nn.PReLU().double()(z), np.where(z > 0, z, 0.25 * z))
     close(nn.Flatten()(rnd(2, 3, 4)).shape, (2, 12))
     close(nn.Identity(3, foo=1)(z), z)
+    close(nn.Unflatten(1, (2, 2))(z).reshape(3, 4), z)
+    hw = f64(nn.Highway(4, seed=0))
+    t = sig(z @ hw.gate.weight.T + hw.gate.bias)
+    close(hw(z), t * np.maximum(z @ hw.transform.weight.T + hw.transform.bias, 0) + (1 - t) * z)
+    assert np.all(hw.gate.bias == -1)
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(stride=2, padding=1), dict(padding="same", dilation=2),
@@ -401,6 +406,7 @@ def test_pooling_embedding_layernorm():
     close(nn.MaxPool2d(2)(x), pool_ref(x, 2, 2, np.max))
     close(nn.AvgPool2d(3, stride=1)(x), pool_ref(x, 3, 1, np.mean))
     close(nn.AdaptiveAvgPool2d(1)(x), x.mean((2, 3), keepdims=True))
+    close(nn.AdaptiveAvgPool2d((3, None))(x), x.reshape(2, 3, 3, 2, 6).mean(3))
     emb = f64(nn.Embedding(7, 4, padding_idx=0, seed=0))
     assert np.all(emb.weight[0] == 0)
     idx = np.array([[1, 0, 6], [3, 3, 2]])

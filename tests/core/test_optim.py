@@ -566,3 +566,20 @@ def test_schedule_table_and_last_epoch():
     assert s.last_epoch == 0                                           # lr_at/lrs are pure
     resumed = optim.StepLR(0.1, step_size=2, gamma=0.1, last_epoch=3)
     assert resumed.last_epoch == 4 and resumed.last_lr == pytest.approx(0.001)
+
+
+def test_warm_restarts_far_out_and_bad_first_arguments():
+    s = optim.CosineAnnealingWarmRestarts(1.0, T_0=7)
+    assert s.lr_at(10 ** 9) == pytest.approx((1 + math.cos(math.pi * (10 ** 9 % 7) / 7)) / 2)
+    s = optim.CosineAnnealingWarmRestarts(1.0, T_0=1, T_mult=2)       # periods 1, 2, 4, ...
+    assert s.lr_at(2 ** 40 - 1) == pytest.approx(1.0)                 # a restart
+    with pytest.raises(TypeError, match="optimizer"):
+        optim.CyclicLR(0.001, 0.1, 1.0)
+    with pytest.raises(ValueError):
+        optim.CosineAnnealingWarmRestarts(1.0, T_0=0)
+
+
+def test_gc_optim_attribute_and_all():
+    assert gc.optim.SGD is optim.SGD and gc.nn.init.zeros_ is not None
+    for name in optim_module.__all__:
+        assert hasattr(optim, name), name

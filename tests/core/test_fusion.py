@@ -1,0 +1,331 @@
+"""The fusion pass (graphc/passes/fusion.py): kernel counts for known patterns, asserted
+exactly, each with the reason it follows from rules F1-F5; and for every pattern the
+invariants of a fused graph: it verifies, it holds only inputs, constants and kernels, no
+contraction (matmul/sum/max) is duplicated or dropped, no kernel holds two, every kernel
+says why it exists, every op of the simplified graph is computed somewhere, and the
+results equal the interpreter's on the unfused graph (and the numpy backend's)."""
+from __future__ import annotations
+
+import importlib.util
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.backends.numpy import NumpyBackend
+from graphc.interpret import interpret
+from graphc.ops import ELEMENTWISE, Op
+from graphc.passes.fusion import CONTRACTIONS, VIEWS, fuse, kernels, plan
+from graphc.report import diff
+from graphc.verify import verify
+
+ROOT = Path(__file__).resolve().parents[2]
+KINDS = {"elementwise", "reduce", "matmul", "movement", "view"}
+
+
+def load_mlp():
+    spec = importlib.util.spec_from_file_location("example_mlp_fusion", ROOT / "examples" / "mlp.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def lower(fn, *args, passes=None):
+    return gc.compile(fn, backend="reference", passes=passes).lower(*args)
+
+
+def flat_args(entry, args):
+    from graphc.frontends import pytree
+    return [np.asarray(x) for x in pytree.flatten(tuple(args))[0]]
+
+
+def contractions(graph) -> Counter:
+    return Counter(n.op for n in graph.nodes if n.op in CONTRACTIONS)
+
+
+def body_contractions(fused) -> Counter:
+    c: Counter = Counter()
+    for k in kernels(fused):
+        c += contractions(k.attrs["body"])
+    return c
+
+
+def check_fused(entry, args, rtol=1e-5, atol=1e-6):
+    """The invariants every fused graph must satisfy; returns its kernels."""
+    stages = entry.stages
+    simplified, fused = stages["simplified"], stages["fused"]
+    verify(fused, "fused", allow_grad=False)     # recurses into every kernel body
+    ks = kernels(fused)
+    assert all(n.op in (Op.INPUT, Op.CONST, Op.FUSED) for n in fused.nodes)
+    assert len({k.attrs["name"] for k in ks}) == len(ks)
+    for k in ks:
+        body = k.attrs["body"]
+        assert k.attrs["reason"].strip(), f"kernel {k.attrs['name']} records no reason"
+        assert k.attrs["kind"] in KINDS
+        assert sum(contractions(body).values()) <= 1, f"{k.attrs['name']} holds two contractions"
+        ops = {n.op for n in body.nodes} - {Op.INPUT, Op.CONST}
+        if Op.MATMUL in ops:
+            assert k.attrs["kind"] == "matmul"
+        elif ops & {Op.SUM, Op.MAX}:
+            assert k.attrs["kind"] == "reduce"
+        assert not any(n.op is Op.FUSED for n in body.nodes)
+        assert body.outputs[0].type == k.type
+    # no contraction duplicated (recomputed) or dropped
+    assert body_contractions(fused) == contractions(simplified)
+    # every op is computed by some kernel; what fusion adds are recomputed copies of cheap
+    # elementwise ops and views, never anything new
+    removed, added = diff(simplified, fused)
+    assert not removed, f"ops lost by fusion: {removed}"
+    assert all(n.op in ELEMENTWISE | VIEWS for n in added), added
+    # the plan decided every op, with a rule
+    _, _, decisions = plan(simplified)
+    decided = {id(d.node) for d in decisions}
+    assert all(id(n) in decided for n in simplified.nodes if n.op not in (Op.INPUT, Op.CONST))
+    assert {d.rule for d in decisions} <= {"F1", "F2", "F3", "F4", "F5"}
+    assert all(d.reason for d in decisions)
+    # results: the interpreter on the fused graph (it runs kernel bodies) against the
+    # interpreter on the unfused graph, and the numpy backend on the final graph
+    flat = flat_args(entry, args)
+    want = interpret(simplified, *flat)
+    want0 = interpret(stages.get("backward", stages["traced"]), *flat)
+    got = interpret(fused, *flat)
+    program = NumpyBackend(poison=True).compile(stages["optimized"])
+    got_np = program(*flat)
+    for w0, w, g, gn in zip(want0, want, got, got_np):
+        np.testing.assert_allclose(w, w0, rtol=rtol, atol=atol)
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+        np.testing.assert_allclose(gn, w, rtol=rtol, atol=atol)
+    return ks
+
+
+# ---- the patterns ------------------------------------------------------------------------------
+rng = np.random.default_rng(0)
+X = rng.standard_normal((16, 32)).astype(np.float32)
+W = rng.standard_normal((32, 24)).astype(np.float32)
+B = rng.standard_normal(24).astype(np.float32)
+G = rng.standard_normal(32).astype(np.float32)
+Y = np.eye(32, dtype=np.float32)[rng.integers(0, 32, 16)]
+
+
+def chain8(x):
+    y = x * 2.0
+    y = y + 1.0
+    y = gc.tanh(y)
+    y = gc.exp(y)
+    y = y - 3.0
+    y = gc.sin(y)
+    y = gc.abs(y)
+    return gc.sqrt(y)
+
+
+def matmul_bias_relu(x, w, b):
+    z = x @ w + b
+    return gc.where(z > 0, z, 0.0)
+
+
+def softmax(x):
+    e = gc.exp(x - gc.max(x, axis=-1, keepdims=True))
+    return e / gc.sum(e, axis=-1, keepdims=True)
+
+
+def log_softmax(x):
+    z = x - gc.max(x, axis=-1, keepdims=True)
+    return z - gc.log(gc.sum(gc.exp(z), axis=-1, keepdims=True))
+
+
+def layer_norm(x, g, b):
+    m = gc.mean(x, axis=-1, keepdims=True)
+    v = gc.var(x, axis=-1, keepdims=True)
+    return (x - m) / gc.sqrt(v + 1e-5) * g + b
+
+
+def softmax_ce(z, onehot):
+    z = z - gc.max(z, axis=1, keepdims=True)
+    log_probs = z - gc.log(gc.sum(gc.exp(z), axis=1, keepdims=True))
+    return -gc.sum(onehot * log_probs) / z.shape[0]
+
+
+def test_elementwise_chain_is_one_kernel():
+    # 8 elementwise ops on one input: each has exactly one consumer, already in the kernel
+    # of the output (F1), so each joins it (F3): one kernel, elementwise
+    e = lower(chain8, X)
+    assert sum(1 for n in e.stages["simplified"].nodes if n.op in ELEMENTWISE) == 8
+    (k,) = check_fused(e, (X,))
+    assert k.attrs["kind"] == "elementwise"
+    assert sum(1 for n in k.attrs["body"].nodes if n.op in ELEMENTWISE) == 8
+
+
+def test_matmul_bias_relu_is_one_matmul_kernel():
+    # where(z > 0, z, 0) is the output (F1); z = matmul + b feeds gt and where, both in that
+    # kernel, so the add joins (F3); the matmul's one consumer is that add, elementwise over
+    # the matmul's own shape, and the kernel's result has that shape: an epilogue (F5)
+    e = lower(matmul_bias_relu, X, W, B)
+    (k,) = check_fused(e, (X, W, B))
+    assert k.attrs["kind"] == "matmul"
+    ops = Counter(n.op for n in k.attrs["body"].nodes)
+    assert ops[Op.MATMUL] == 1 and ops[Op.ADD] == 1 and ops[Op.WHERE] == 1 and ops[Op.GT] == 1
+
+
+def test_softmax_is_three_kernels():
+    # max(x) is read by sub[16,32], which broadcasts it back: not an epilogue (F5) -> kernel 1.
+    # sum(e) likewise is read by div[16,32] -> kernel 2 (a reduce kernel, with x - max and
+    # exp recomputed inside it: F4). The output e / sum is kernel 3 (F1), recomputing
+    # exp(x - max) rather than reading a materialised e (F4: reads 2 small inputs instead of
+    # writing and re-reading e)
+    e = lower(softmax, X)
+    ks = check_fused(e, (X,))
+    assert [k.attrs["kind"] for k in ks] == ["reduce", "reduce", "elementwise"]
+    assert sum(1 for k in ks for n in k.attrs["body"].nodes if n.op is Op.EXP) == 2  # recomputed
+
+
+def test_log_softmax_is_three_kernels():
+    # as softmax: the max (broadcast back by sub) and the sum (broadcast back by the final
+    # sub) are each a reduce kernel (F5), the output a third kernel (F1); z = x - max is
+    # recomputed in the sum's kernel and the output's (F4); log joins the output kernel (F3)
+    e = lower(log_softmax, X)
+    ks = check_fused(e, (X,))
+    assert [k.attrs["kind"] for k in ks] == ["reduce", "reduce", "elementwise"]
+
+
+def test_layer_norm_is_three_kernels():
+    # mean = sum / n: the div is the sum's epilogue (F5) and is materialised there (F5: it
+    # is read by two kernels) -> kernel 1. var = sum((x - mean)^2) / n: the sum's consumer
+    # (the div) joins the output kernel, which broadcasts it back to [16,32], so the sum is
+    # its own reduce kernel (F5) with x - mean recomputed inside (F4) -> kernel 2. The
+    # normalise/scale/shift chain is the output (F1, F3) -> kernel 3
+    e = lower(layer_norm, X, G, G)
+    ks = check_fused(e, (X, G, G))
+    assert [k.attrs["kind"] for k in ks] == ["reduce", "reduce", "elementwise"]
+
+
+def test_softmax_cross_entropy_is_three_kernels():
+    # max (broadcast back by sub: F5) -> kernel 1; sum(exp z) (broadcast back by the
+    # log-prob sub: F5) -> kernel 2; the loss sum(onehot * log_probs) with its neg and div
+    # epilogue is the scalar output (F1), so the final reduction lives in the output kernel
+    # -> kernel 3; z is recomputed in kernels 2 and 3 (F4)
+    e = lower(softmax_ce, X, Y)
+    ks = check_fused(e, (X, Y))
+    assert [k.attrs["kind"] for k in ks] == ["reduce", "reduce", "reduce"]
+
+
+def test_mlp_training_step_kernels():
+    # examples/mlp.py train_step: 4 -> 8 tanh -> 3, softmax CE, backward, SGD. 18 kernels:
+    #   forward: matmul+bias+tanh (F5 epilogue, F3), matmul+bias (F5; materialised because
+    #     five kernels read the logits), max, sum(exp) and the loss (as softmax CE above): 5
+    #   backward of the CE: the sum of the onehot term (its consumer broadcasts it back: F5)
+    #     and the softmax-gradient add (read by two kernels; recomputing it would read more
+    #     bytes than materialising moves: F4); then the gradient through the stabilising
+    #     max (mathematically zero, but autodiff does not know): eq (F4, as the add), two
+    #     sums (F5: broadcast back), and where+add (read by two matmuls: F3): 2 + 4 = 6
+    #   backward of the layers and SGD: dW2 matmul + SGD epilogue, dh matmul + tanh' epilogue,
+    #     dW1 matmul + SGD epilogue (F5; the weights are outputs, F1), and for each bias a
+    #     sum over the batch plus a separate SGD kernel, because the sum's consumer is a
+    #     reshape (a view, not an elementwise epilogue: F5): 3 + 2*2 = 7
+    mlp = load_mlp()
+    args = mlp.EXAMPLES["train_step"]
+    e = lower(mlp.train_step, *args)
+    ks = check_fused(e, args, rtol=1e-4, atol=1e-6)
+    assert len(ks) == 18
+    kinds = Counter(k.attrs["kind"] for k in ks)
+    assert kinds == {"matmul": 5, "reduce": 8, "elementwise": 5}, kinds
+    # one kernel per matmul: forward 2, backward 3
+    assert body_contractions(e.stages["fused"])[Op.MATMUL] == 5
+
+
+def adam_update(params, grads, m, v, t):
+    """Adam over every parameter, by hand: returns {name: (param, m, v)}."""
+    b1, b2, lr, eps = 0.9, 0.999, 1e-3, 1e-8
+    out = {}
+    for k in params:
+        mk = b1 * m[k] + (1 - b1) * grads[k]
+        vk = b2 * v[k] + (1 - b2) * grads[k] * grads[k]
+        m_hat = mk / (1 - b1 ** t)
+        v_hat = vk / (1 - b2 ** t)
+        out[k] = (params[k] - lr * m_hat / (gc.sqrt(v_hat) + eps), mk, vk)
+    return out
+
+
+def test_adam_update_is_three_kernels_per_parameter():
+    # per parameter, the new m, v and parameter are graph outputs: three kernels (F1). The new
+    # m and v are read by their own output kernel and by the parameter's: as outputs they are
+    # materialised anyway, so the parameter kernel reads them (a kernel never recomputes
+    # another root). The bias corrections 1 - b**t are scalars recomputed in every
+    # parameter kernel (F4: cheaper than materialising them)
+    mlp = load_mlp()
+    params = mlp.init_params()
+    r = np.random.default_rng(3)
+    grads = {k: r.standard_normal(p.shape).astype(np.float32) for k, p in params.items()}
+    m = {k: r.standard_normal(p.shape).astype(np.float32) * 0.1 for k, p in params.items()}
+    v = {k: r.random(p.shape).astype(np.float32) * 0.01 for k, p in params.items()}
+    args = (params, grads, m, v, np.float32(3))
+    e = lower(adam_update, *args)
+    ks = check_fused(e, args, rtol=1e-5, atol=1e-7)
+    assert len(ks) == 3 * len(params) == 12
+    assert all(k.attrs["kind"] == "elementwise" for k in ks)
+    assert all(k.attrs["buffer"] == -1 for k in kernels(e.stages["scheduled"]))  # all outputs
+    # against a hand-written Adam step
+    got = gc.compile(adam_update)(*args)
+    for k, p in params.items():
+        mk = 0.9 * m[k] + 0.1 * grads[k]
+        vk = 0.999 * v[k] + 0.001 * grads[k] ** 2
+        pk = p - 1e-3 * (mk / (1 - 0.9 ** 3)) / (np.sqrt(vk / (1 - 0.999 ** 3)) + 1e-8)
+        np.testing.assert_allclose(got[k][0], pk, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(got[k][1], mk, rtol=1e-5, atol=1e-7)
+
+
+# ---- the rules one at a time --------------------------------------------------------------------
+def test_reduction_with_elementwise_epilogue_is_one_kernel():
+    # F5: log(sum(x)) with the result not broadcast back: one reduce kernel
+    e = lower(lambda x: gc.log(gc.sum(gc.exp(x), axis=1, keepdims=True)), X)
+    (k,) = check_fused(e, (X,))
+    assert k.attrs["kind"] == "reduce"
+
+
+def test_two_contractions_never_share_a_kernel():
+    # sum(x @ w): the sum's input is a matmul, which is not elementwise: the matmul is a
+    # kernel of its own and the sum another (F5)
+    e = lower(lambda x, w: gc.sum(x @ w, axis=1), X, W)
+    ks = check_fused(e, (X, W))
+    assert [k.attrs["kind"] for k in ks] == ["matmul", "reduce"]
+
+
+def test_matmul_operand_is_materialised():
+    # tanh(x) read by a matmul as an operand: F3 roots it (a matmul takes materialised inputs)
+    e = lower(lambda x, w: gc.tanh(x) @ w, X, W)
+    ks = check_fused(e, (X, W))
+    assert [k.attrs["kind"] for k in ks] == ["elementwise", "matmul"]
+
+
+def test_recompute_versus_materialise():
+    # F4: a cheap op of one input read by two kernels is recomputed in both; an op of two
+    # big inputs whose result is read by two kernels is materialised (recomputing would read
+    # 2 * 2 inputs, materialising moves 3 outputs' worth)
+    def cheap(x):
+        t = gc.exp(x)
+        return gc.sum(t, axis=1), gc.max(t, axis=0)
+
+    def dear(x, y):
+        t = x * y
+        return gc.sum(t, axis=1), gc.max(t, axis=0)
+
+    ks = check_fused(lower(cheap, X), (X,))
+    assert len(ks) == 2 and all(any(n.op is Op.EXP for n in k.attrs["body"].nodes) for k in ks)
+    ks = check_fused(lower(dear, X, X), (X, X))
+    assert len(ks) == 3 and ks[0].attrs["kind"] == "elementwise"
+    assert "F4" in ks[0].attrs["reason"]
+
+
+def test_fusion_off_keeps_one_op_per_node():
+    e = lower(softmax, X, passes="-fusion")
+    assert "fused" not in e.stages and "scheduled" not in e.stages
+    assert not any(n.op is Op.FUSED for n in e.stages["optimized"].nodes)
+
+
+def test_fuse_log_lists_a_decision_per_op():
+    simplified = lower(layer_norm, X, G, G).stages["simplified"]
+    log: list = []
+    fuse(simplified, log=log)
+    ops = [n for n in simplified.nodes if n.op not in (Op.INPUT, Op.CONST)]
+    assert {id(d.node) for d in log} == {id(n) for n in ops}
