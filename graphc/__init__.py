@@ -38,8 +38,8 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    """`gc.optim` and `gc.nn` without importing them at `import graphc` (PEP 562)."""
-    if name in ("optim", "nn"):
+    """`gc.optim`, `gc.nn` and `gc.train` without importing them at `import graphc` (PEP 562)."""
+    if name in ("optim", "nn", "train"):
         import importlib
         return importlib.import_module(f"graphc.{name}")
     raise AttributeError(f"module 'graphc' has no attribute {name!r}")

@@ -350,7 +350,8 @@ SETTINGS = dict(deadline=None, derandomize=True, suppress_health_check=list(Heal
 
 
 @settings(max_examples=250, **SETTINGS)
-@given(prog=programs(), passes=st.sampled_from([None, None, None, "-cse", "-rules", "-fusion"]))
+@given(prog=programs(), passes=st.sampled_from([None, None, None, "-cse", "-rules", "-fusion",
+                                                 "-memory", "-simplify"]))
 def test_random_programs_through_every_stage(prog, passes):
     fn = program_fn(prog)
     args = program_args(prog)
