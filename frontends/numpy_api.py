@@ -206,6 +206,10 @@ def random_uniform(key, shape, dtype="float32"):
     """Uniform [0, 1) numbers from an integer `key` (a Python int or a traced int scalar),
     reproducible bit for bit on every backend: graphc's counter-based generator."""
     from graphc.types import DType
+    if isinstance(key, int) and not -2**63 <= key < 2**64:
+        raise ShapeError(f"random_uniform: key {key} does not fit in 64 bits", stage="trace")
+    if isinstance(key, int) and key >= 2**63:
+        key -= 2**64  # the same 64-bit pattern, as the int64 the graph carries
     k = lift(key)
     if not k.node.dtype.is_int:
         raise ShapeError(f"random_uniform needs an integer key, got {k.node.type}", stage="trace")

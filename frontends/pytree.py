@@ -34,8 +34,10 @@ def flatten(tree, path: str = "", root: str = "out") -> tuple[list, Any, list[st
             return ("*",)
         if isinstance(x, STATIC):
             return ("static", x)
-        raise TypeError(f"graphc cannot trace an argument of type {type(x).__name__} at {p or 'top'} "
-                        f"(use numpy arrays, floats, or tuples/lists/dicts of them)")
+        from graphc.errors import SignatureError
+        raise SignatureError(f"graphc cannot trace an argument of type {type(x).__name__} at "
+                             f"{p or 'top'}", stage="trace",
+                             hint="use numpy arrays, floats, or tuples/lists/dicts of them")
 
     return leaves, go(tree, path), paths
 

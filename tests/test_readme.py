@@ -10,12 +10,17 @@ def test_readme_tour_runs(tmp_path, monkeypatch, capsys):
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert blocks, "the README has a python tour"
     monkeypatch.chdir(tmp_path)
-    exec(compile(blocks[0], str(README), "exec"), {"__name__": "readme"})
+    scope = {"__name__": "readme"}
+    for block in blocks:  # every python block of the README, in order, in one namespace
+        exec(compile(block, str(README), "exec"), scope)
     out = capsys.readouterr().out
     assert "%2:f32[] = add %0 %1" in out
     assert "(array(2.), array(5.))" in out
     assert "['traced', 'backward', 'simplified', 'fused', 'scheduled', 'optimized']" in out
     assert (tmp_path / "out" / "loss_backward.svg").read_text().lstrip().startswith("<?xml")
+    acc = float(out.split("test accuracy ")[1].split()[0])
+    assert acc > 0.93, out
+    assert (tmp_path / "out" / "train_step.fused.svg").exists()
 
 
 def test_readme_starts_with_the_two_commands():

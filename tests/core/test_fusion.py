@@ -329,3 +329,28 @@ def test_fuse_log_lists_a_decision_per_op():
     fuse(simplified, log=log)
     ops = [n for n in simplified.nodes if n.op not in (Op.INPUT, Op.CONST)]
     assert {id(d.node) for d in log} == {id(n) for n in ops}
+
+
+# ---- the benchmark (benchmarks/passes.py) keeps running ------------------------------------------
+def test_passes_benchmark_runs_quick(capsys):
+    """Tiny sizes, one round: checks the benchmark still builds, agrees with its hand-written
+    NumPy (it asserts that before timing) and prints its table. Asserts nothing about time."""
+    import sys
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from benchmarks import passes as bench
+    rows = bench.main([], quick=True)
+    out = capsys.readouterr().out
+    problems = {r.problem for r in rows}
+    assert len(problems) == (2 if bench.has_conv2d() else 1)
+    for p in problems:
+        impls = [r.impl for r in rows if r.problem == p]
+        assert impls == ["numpy by hand"] + [label for label, _ in bench.CONFIGS]
+        assert p in out
+    for r in rows:
+        assert r.median_s > 0
+        if r.impl != "numpy by hand":
+            assert r.ops > 0 and r.kernels > 0 and r.peak_bytes > 0
+    fused = {r.problem: r.kernels for r in rows if r.impl == "graphc, all passes"}
+    unfused = {r.problem: r.kernels for r in rows if r.impl == "graphc, -fusion"}
+    assert all(fused[p] < unfused[p] for p in fused)
