@@ -22,7 +22,7 @@ demo: setup
 	$(BIN)/graphc demo
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -2,7 +2,7 @@
 
 >>> from graphc import backends
 >>> backends.names()
-['numpy']
+['numpy', 'llvm']
 """
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import importlib
 
 from graphc.errors import BackendError
 
-# name -> "module:Class". Later issues add llvm and opencl here.
+# name -> "module:Class", imported on first use. The opencl backend joins here next.
 REGISTRY = {
     "numpy": "graphc.backends.numpy:NumpyBackend",
+    "llvm": "graphc.backends.llvm:LLVMBackend",
 }
 _instances: dict[str, object] = {}
 

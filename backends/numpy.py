@@ -62,6 +62,7 @@ LOWER = {
     **{op: _call(fn) for op, fn in _FUNCS.items()},
     Op.DIV: lambda n, a: f"{'_idiv' if n.dtype.is_int else 'np.divide'}({a[0]}, {a[1]})",
     Op.CAST: lambda n, a: f"np.asarray({a[0]}).astype({_np_dtype(n.attrs['dtype'])})",
+    Op.STOP_GRADIENT: lambda n, a: a[0],  # identity at run time
     Op.SUM: lambda n, a: (f"np.sum({a[0]}, axis={format_value(n.attrs['axes'])}, "
                           f"keepdims={n.attrs['keepdims']}, dtype={_np_dtype(n.dtype)})"),
     Op.MAX: lambda n, a: (f"np.max({a[0]}, axis={format_value(n.attrs['axes'])}, "

@@ -19,6 +19,7 @@ plan, peak = arena + outputs).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass
@@ -284,26 +285,45 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+@contextlib.contextmanager
+def _blas_threads(n: int):
+    """Limit BLAS to n threads while timing (threadpoolctl, when installed)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield "as configured (threadpoolctl not installed)"
+        return
+    if n <= 0:
+        yield "as configured"
+        return
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield n
+
+
 def main(argv=None, quick: bool = False) -> list[Row]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks passes",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition")
     parser.add_argument("--reps", type=int, default=None, help="timed rounds per problem")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="BLAS threads (default 1: steadier medians on a shared machine; "
+                             "0 leaves BLAS as it is)")
     args = parser.parse_args(argv if argv is not None else [])
     quick = quick or args.quick
     reps = args.reps or (1 if quick else 15)
-    min_time = 0.0 if quick else 2.0
+    min_time = 0.0 if quick else 4.0
     problems = [mlp_problem]
     if has_conv2d():
         problems.append(cnn_problem)
     else:
         print("note: graphc.nn.functional.conv2d is missing: the cnn row is skipped")
     rows: list[Row] = []
-    for make in problems:
-        step, by_hand, example, name = make(quick)
-        rows += time_problem(name, step, by_hand, example, reps, min_time)
+    with _blas_threads(args.threads) as threads:
+        for make in problems:
+            step, by_hand, example, name = make(quick)
+            rows += time_problem(name, step, by_hand, example, reps, min_time)
     print(f"NumPy backend step times ({'quick' if quick else f'>= {reps} rounds'}, medians; "
-          f"numpy {np.__version__})")
+          f"numpy {np.__version__}, BLAS threads: {threads})")
     print(format_table(rows))
     return rows
 

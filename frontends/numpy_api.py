@@ -215,3 +215,11 @@ def random_uniform(key, shape, dtype="float32"):
         raise ShapeError(f"random_uniform needs an integer key, got {k.node.type}", stage="trace")
     return Tensor(apply(Op.RAND, k.node, shape=tuple(int(s) for s in shape),
                         dtype=DType.of(np.dtype(dtype))))
+
+
+@eager
+def stop_gradient(x):
+    """The identity, whose derivative is taken as zero (as `jax.lax.stop_gradient`): e.g. the
+    row maximum subtracted in a stable softmax, which changes nothing mathematically."""
+    x = lift(x)
+    return Tensor(apply(Op.STOP_GRADIENT, x.node), weak=x.weak)

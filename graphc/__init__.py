@@ -29,7 +29,7 @@ from graphc.frontends.numpy_api import (
     less, less_equal, greater, greater_equal, equal, not_equal, where, clip,
     sum, mean, var, std, max, min, amax, amin, matmul, dot, reshape, transpose,
     concatenate, stack, broadcast_to, expand_dims, squeeze, zeros_like, ones_like,
-    full_like, pad, random_uniform,
+    full_like, pad, random_uniform, stop_gradient,
 )
 from graphc.viz import draw
 

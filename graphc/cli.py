@@ -4,6 +4,9 @@
     graphc show   FILE.py[:FUNCTION] [--stage STAGE|all]      the IR text of a stage
     graphc code   FILE.py[:FUNCTION] [--backend NAME]         the generated code
     graphc stages FILE.py[:FUNCTION]                          stages with node counts
+    graphc compare   FILE.py[:FUNCTION] [--backends a,b] [--grad] [--draw OUT.svg]
+                                         every backend vs the reference interpreter
+    graphc gradcheck FILE.py[:FUNCTION] [--backends a,b]  gradients vs finite differences
     graphc demo   [--out DIR]                                 the built-in demo (out/)
 
 Options shared by the FILE commands: --grad (wrap the function in gc.value_and_grad),
@@ -32,7 +35,9 @@ file name, with the file's folder on sys.path (so it can import its siblings); i
 Exit status: 0 on success; 2 for a mistake in what was given (missing file, function or
 stage, bad option, an error graphc reports while tracing the model, an exception in the
 model's code), printed as one `graphc: error: ...` message without a Python traceback;
-1 for an internal graphc failure (a VerifyError, or an unexpected exception).
+1 for an internal graphc failure (a VerifyError, or an unexpected exception), and for
+`compare` / `gradcheck` when a backend disagrees with the reference or a gradient is wrong
+(a backend or autodiff bug).
 """
 from __future__ import annotations
 
@@ -335,6 +340,119 @@ def cmd_stages(ns) -> int:
     return 0
 
 
+def _load_target(ns):
+    """(model path, function name, function, example args) by the model file convention."""
+    path, fname = split_target(ns.target)
+    module = load_module(path)
+    fname, fn, args = resolve_function(module, path, fname)
+    return path, fname, fn, args
+
+
+def _backend_spec(ns):
+    """--backends as a list of names: unknown names are a usage error, and so is a backend
+    named explicitly that is not available (the default, every registered backend, lists
+    unavailable ones in the table instead)."""
+    if ns.backends is None:
+        return None
+    names = [b.strip() for b in ns.backends.split(",") if b.strip()]
+    if not names:
+        raise UsageError("--backends: empty list")
+    registered = backends.names()
+    unknown = [b for b in names if b not in registered and b != "reference"]
+    if unknown:
+        raise UsageError(f"--backends: unknown backend {unknown[0]!r}; registered: "
+                         f"{', '.join(registered)}")
+    avail = backends.available()
+    for b in names:
+        if b != "reference" and not avail[b][0]:
+            raise UsageError(f"--backends: backend {b!r} is not available: {avail[b][1]}")
+    return names
+
+
+def _running(fname, path, call):
+    """Run `call()`; an exception in the model's own code is a usage error (exit 2)."""
+    try:
+        with _on_sys_path(str(path.resolve().parent)):
+            return call()
+    except GraphcError:
+        raise
+    except Exception as e:
+        raise UsageError(f"running {fname} failed: {_describe(e, path)}") from None
+
+
+def cmd_compare(ns) -> int:
+    from graphc import compare as cmp
+    path, fname, fn, args = _load_target(ns)
+    spec = _backend_spec(ns)
+    if ns.draw and Path(ns.draw).suffix.lower() not in (".svg", ".png", ".dot", ".gv"):
+        raise UsageError(f"cannot draw to {Path(ns.draw).name}: the output must end in .svg, "
+                         f".png or .dot")
+    grad = True if (ns.grad or ns.argnums is not None) else None
+    results = _running(fname, path, lambda: cmp.compare(
+        fn, args, spec, grad=grad, argnums=ns.argnums, repeat=ns.repeat, passes=ns.passes,
+        diagnose=True))
+    names = sorted({r.backend for c in results for r in c.runs})
+    print(f"compare {ns.target} on {', '.join(names)} vs the reference interpreter "
+          f"(passes {cmp.REFERENCE_PASSES}); {ns.repeat} timed runs, median")
+    first = None
+    for c in results:
+        print()
+        print(c.table())
+        for r in c.failures():
+            print()
+            if r.divergence is not None:
+                print(r.divergence.report())
+                first = first or r.divergence
+            elif r.error:
+                print(f"backend {r.backend!r} failed: {r.error}")
+            else:
+                print(f"backend {r.backend!r}: {r.diagnosis}")
+    if ns.draw:
+        if first is not None:
+            written = first.draw(ns.draw)
+            what = ", ".join(f"{n.op.value if n.op.value != 'fused' else 'kernel ' + n.attrs['name']}"
+                             for n in first.highlight())
+            print(f"\ndrew the {first.backend} graph with the divergence highlighted ({what}) "
+                  f"-> {written}")
+        else:
+            b = next((r.backend for c in results for r in c.runs if r.available), None)
+            be = results[0].backends.get(b)
+            import graphc as gc
+            compiled = gc.compile(results[-1].fn, backend=be if be is not None else "numpy",
+                                  passes=ns.passes)
+            _running(fname, path, lambda: compiled.lower(*args))
+            written = gc.draw(compiled, path=ns.draw)
+            print(f"\nno divergence to highlight; drew the optimized graph -> {written}")
+    ok = all(c.ok for c in results)
+    bad = sorted({r.backend for c in results for r in c.failures()})
+    print("\n" + ("every backend agrees with the reference within tolerance" if ok else
+                  f"DISAGREES with the reference: {', '.join(bad)}"))
+    return 0 if ok else 1
+
+
+def cmd_gradcheck(ns) -> int:
+    from graphc import compare as cmp
+    path, fname, fn, args = _load_target(ns)
+    spec = _backend_spec(ns)
+    nums = ns.argnums if ns.argnums is not None else cmp.float_argnums(args)
+    if not nums:
+        raise UsageError(f"gradcheck: {fname} has no float-array argument to differentiate")
+    for i in nums:
+        if not -len(args) <= i < len(args):
+            raise UsageError(f"--argnums {','.join(map(str, nums))}: {fname} takes "
+                             f"{len(args)} example arguments")
+    res = _running(fname, path, lambda: cmp.gradcheck(
+        fn, args, spec, argnums=nums, directions=ns.directions,
+        elementwise_max=ns.elementwise_max, float64=not ns.float32))
+    print(f"gradcheck {ns.target}: analytic gradients (gc.value_and_grad) vs central "
+          f"finite differences")
+    print(res.table())
+    bad = [f"{r.backend}:{r.param}" for r in res.rows if not r.ok]
+    print("\n" + ("every gradient agrees with finite differences" if not bad else
+                  f"WRONG gradients: {', '.join(bad)}"))
+    return 0 if not bad else 1
+
+
 def cmd_demo(ns) -> int:
     from graphc.demo import run_demo
     run_demo(ns.out, backend=ns.backend)
@@ -352,6 +470,8 @@ def make_parser() -> argparse.ArgumentParser:
                "  graphc viz examples/mlp.py:train_step --stage all -o out/train_step.svg\n"
                "  graphc show examples/lecture_graph.py:f --grad --stage backward\n"
                "  graphc code examples/mlp.py:train_step --backend numpy\n"
+               "  graphc compare examples/cnn.py --draw out/divergence.svg\n"
+               "  graphc gradcheck examples/cnn.py\n"
                "  graphc demo --out out/")
     from graphc import __version__
     parser.add_argument("--version", action="version", version=f"graphc {__version__}")
@@ -412,6 +532,55 @@ def make_parser() -> argparse.ArgumentParser:
     p = file_command("stages", "list the stages with node counts",
                      "List the pipeline stages FUNCTION goes through, with node and op counts.")
     p.set_defaults(func=cmd_stages)
+
+    def check_command(name, help, description):
+        p = sub.add_parser(name, help=help, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           epilog=CONVENTION)
+        p.add_argument("target", metavar="FILE.py[:FUNCTION]", help=FILE_HELP)
+        p.add_argument("--backends", default=None, metavar="NAME,...",
+                       help=f"backends to check (default every registered one: "
+                            f"{', '.join(backend_names)})")
+        p.add_argument("--argnums", type=parse_argnums, default=None, metavar="I,J",
+                       help="the arguments to differentiate (default every float-array "
+                            "argument)")
+        return p
+
+    p = check_command("compare", "run on every backend and compare with the reference",
+                      "Run FUNCTION (and, for a scalar loss with float-array arguments or with "
+                      "--grad, its gradients via gc.value_and_grad) on every backend and on the "
+                      "reference interpreter (passes -fusion), and print per output the max "
+                      "absolute and relative error, whether it is within the documented "
+                      "tolerance (graphc/tolerances.py), compile time and median run time. When "
+                      "a backend disagrees, the first kernel and op outside tolerance are "
+                      "reported with their source line, and the exit status is 1.")
+    p.add_argument("--grad", action="store_true",
+                   help="also compare gradients (a non-scalar function is reduced by a fixed "
+                        "random projection)")
+    p.add_argument("--passes", default=None, metavar="-NAME,...",
+                   help="passes to turn off for the backends (the reference always runs "
+                        "-fusion)")
+    p.add_argument("--repeat", type=int, default=5, metavar="N",
+                   help="timed runs per backend; the median is printed (default 5)")
+    p.add_argument("--draw", default=None, metavar="OUT.svg",
+                   help="draw the compiled graph with the first divergent kernel and op "
+                        "highlighted (.svg, .png or .dot)")
+    p.set_defaults(func=cmd_compare)
+
+    p = check_command("gradcheck", "check gradients against finite differences",
+                      "Check the analytic gradient of every float argument (parameter) of "
+                      "FUNCTION on every backend against central finite differences of the same "
+                      "backend's forward function, in float64 where the backend supports it: "
+                      "element by element for small tensors, along random unit directions for "
+                      "every tensor. A function that does not return a float scalar is reduced "
+                      "by a fixed random projection. Exit status 1 when a gradient is wrong.")
+    p.add_argument("--directions", type=int, default=3, metavar="N",
+                   help="random unit directions per tensor (default 3)")
+    p.add_argument("--elementwise-max", type=int, default=64, metavar="N",
+                   help="check tensors of up to N elements element by element (default 64)")
+    p.add_argument("--float32", action="store_true",
+                   help="keep the example inputs' own dtypes (default: cast floats to float64)")
+    p.set_defaults(func=cmd_gradcheck)
 
     p = sub.add_parser("demo", help="run the built-in demo and draw its stages",
                        description="Trace the lecture example f(a, b) = (a + b) * (b + 1) and a "

@@ -33,6 +33,7 @@ class Op(enum.Enum):
     SIGN = "sign"
     RECIP = "reciprocal"
     CAST = "cast"
+    STOP_GRADIENT = "stop_gradient"  # identity whose derivative is taken as zero (jax.lax's)
     # elementwise binary (NumPy broadcasting)
     ADD = "add"
     SUB = "sub"
@@ -74,7 +75,7 @@ class Op(enum.Enum):
 
 # ---- op classes, as sets next to the enum -------------------------------------------------
 UNARY = frozenset({Op.NEG, Op.EXP, Op.LOG, Op.SQRT, Op.SIN, Op.COS, Op.TANH, Op.ABS, Op.SIGN,
-                   Op.RECIP, Op.CAST})
+                   Op.RECIP, Op.CAST, Op.STOP_GRADIENT})
 FLOAT_UNARY = frozenset({Op.EXP, Op.LOG, Op.SQRT, Op.SIN, Op.COS, Op.TANH, Op.RECIP})
 ARITH = frozenset({Op.ADD, Op.SUB, Op.MUL, Op.DIV, Op.POW, Op.MAXIMUM, Op.MINIMUM})
 COMPARE = frozenset({Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE})
@@ -338,6 +339,7 @@ OPS: dict[Op, OpDef] = {
     **{op: OpDef(op, 1, _t_unary(op), (lambda f: lambda x: f(x))(f)) for op, f in _NP_UNARY.items()},
     Op.CAST: OpDef(Op.CAST, 1, lambda ts, dtype: TensorType(ts[0].shape, dtype),
                    lambda x, dtype: x.astype(dtype.np)),
+    Op.STOP_GRADIENT: OpDef(Op.STOP_GRADIENT, 1, lambda ts: ts[0], lambda x: x),
     **{op: OpDef(op, 2, _t_binary(op), (lambda f: lambda a, b: f(a, b))(f))
        for op, f in _NP_BINARY.items()},
     Op.DIV: OpDef(Op.DIV, 2, _t_binary(Op.DIV), _ref_div),

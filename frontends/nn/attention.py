@@ -17,8 +17,11 @@ from graphc.frontends import numpy_api as gnp
 from graphc.frontends.tensor import Tensor
 from graphc.frontends.nn import functional as F
 from graphc.frontends.nn import init
-from graphc.frontends.nn.modules import (Dropout, Embedding, LayerNorm, Linear, Module, ModuleList,
-                                         Parameter, _dropout_key, _make_rng, _seeded)
+from graphc.frontends.nn.containers import ModuleList
+from graphc.frontends.nn.layers import Embedding, Linear
+from graphc.frontends.nn.module import Module, Parameter, _make_rng, _seeded
+from graphc.frontends.nn.norm_layers import Dropout, LayerNorm
+from graphc.frontends.nn.stateless import _dropout_key
 from graphc.frontends.nn.rnn import GRU, LSTM, GRUCell, LSTMCell
 
 __all__ = ["MultiheadAttention", "TransformerEncoderLayer", "TransformerEncoder",

@@ -24,7 +24,9 @@ import numpy as np
 from graphc.errors import ShapeError
 from graphc.frontends import numpy_api as gnp
 from graphc.frontends.nn import functional as F
-from graphc.frontends.nn.modules import Module, Parameter, _dropout_key, _make_rng, _seeded, _uniform
+from graphc.frontends.nn.layers import _uniform
+from graphc.frontends.nn.module import Module, Parameter, _make_rng, _seeded
+from graphc.frontends.nn.stateless import _dropout_key
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU",
            "rnn_cell", "lstm_cell", "gru_cell"]

@@ -123,6 +123,7 @@ VJP = {
     Op.SIGN: lambda g, o, x: (None,),                                         # flat almost everywhere
     Op.RECIP: lambda g, o, x: (A(Op.NEG, A(Op.MUL, g, A(Op.MUL, o, o))),),    # -1/x^2
     Op.CAST: lambda g, o, x, dtype: (A(Op.CAST, g, dtype=x.dtype) if x.dtype.is_float else None,),
+    Op.STOP_GRADIENT: lambda g, o, x: (None,),                                # by definition
     Op.ADD: lambda g, o, x, y: (g, g),
     Op.SUB: lambda g, o, x, y: (g, A(Op.NEG, g)),
     Op.MUL: lambda g, o, x, y: (A(Op.MUL, g, y), A(Op.MUL, g, x)),

@@ -3,9 +3,9 @@ is the subgraph it computes in one pass over memory.
 
 The rule set (every decision is logged with the rule that made it):
 
-  F1 graph outputs, pad and concat are materialised: each is the root of its own kernel.
-  F2 views (reshape, permute, expand, slice) are index arithmetic: they join every kernel
-     that reads them, for free.
+  F1 graph outputs are materialised: each is the root of its own kernel.
+  F2 views (reshape, permute, expand, slice) are index arithmetic, and pad and concat are
+     index arithmetic plus a select: they join every kernel that reads them, for free.
   F3 an elementwise op with one consuming kernel joins it (saves writing and re-reading it),
      if that kernel reads it elementwise or reduces it (not as a matmul/pad/concat operand).
   F4 an elementwise op read by k kernels is recomputed in each when that moves fewer bytes
@@ -14,7 +14,8 @@ The rule set (every decision is logged with the rule that made it):
   F5 a reduction or matmul joins its single consumer as that kernel's one contraction when
      the consumer is elementwise over the same shape and the kernel's result has that shape
      too (an epilogue: bias + activation after a matmul, log after a sum; the result is not
-     broadcast back inside the kernel); a kernel never holds two contractions and never
+     broadcast back inside the kernel), looking through reshapes, which keep element order;
+     a kernel never holds two contractions and never
      duplicates one. An elementwise op read by several kernels is materialised, rather than
      recomputed, when that lets it be the epilogue of the contraction it reads.
 
@@ -29,6 +30,7 @@ from graphc.ir import Graph, Node, apply, at_loc, input_node
 from graphc.ops import ELEMENTWISE, REDUCE, Op
 
 VIEWS = frozenset({Op.RESHAPE, Op.PERMUTE, Op.EXPAND, Op.SLICE})
+INDEXING = VIEWS | {Op.PAD, Op.CONCAT}  # ops that only choose which element to read
 CONTRACTIONS = REDUCE | {Op.MATMUL}
 INLINE_CONST_ELEMENTS = 16      # constants up to this size are copied into kernel bodies
 RECOMPUTE_MAX_OPS = 8
@@ -65,14 +67,14 @@ def plan(graph: Graph) -> tuple[set[int], dict[int, set[int]], list[Decision]]:
         roots.add(id(n))
         contraction[id(n)] = n.op in CONTRACTIONS
         recomputed[id(n)] = 0
-        accepts[id(n)] = n.op in ELEMENTWISE | REDUCE | VIEWS | {Op.RAND}
+        accepts[id(n)] = n.op in ELEMENTWISE | REDUCE | INDEXING | {Op.RAND}
         log.append(Decision(n, False, rule, why))
 
     def join(n: Node, ks: set[int], rule: str, why: str):
         member_of[id(n)] = ks
         us = users.get(id(n), [])
         accepts[id(n)] = (n.op in ELEMENTWISE | REDUCE | {Op.RAND} or
-                          (n.op in VIEWS and all(accepts[id(u)] for u in us)))
+                          (n.op in INDEXING and all(accepts[id(u)] for u in us)))
         if n.op in CONTRACTIONS:
             for k in ks:
                 contraction[k] = True
@@ -88,20 +90,20 @@ def plan(graph: Graph) -> tuple[set[int], dict[int, set[int]], list[Decision]]:
         ks = set().union(*(kernels(u) for u in us)) if us else set()
         if id(n) in outputs or not us:
             root(n, "F1", "graph output")
-        elif n.op in (Op.PAD, Op.CONCAT):
-            root(n, "F1", f"{n.op.value} is its own kernel")
-        elif n.op in VIEWS:
-            join(n, ks, "F2", f"view: index arithmetic inside {len(ks)} kernel(s)")
+        elif n.op in INDEXING:
+            what = "view" if n.op in VIEWS else f"{n.op.value} (index arithmetic + select)"
+            join(n, ks, "F2", f"{what} inside {len(ks)} kernel(s)")
         elif n.op in CONTRACTIONS:
             u = us[0]
             if len(us) != 1:
                 root(n, "F5", f"{len(us)} consumers: a contraction is never recomputed")
-            elif u.op not in ELEMENTWISE or u.shape != n.shape:
+            elif not ((u.op in ELEMENTWISE and u.shape == n.shape)
+                      or (u.op is Op.RESHAPE and u.type.size == n.type.size)):
                 root(n, "F5", f"consumer {u.op.value}{list(u.shape)} is not an elementwise "
                               f"epilogue over {list(n.shape)}")
             elif len(ks) != 1 or any(contraction[k] for k in ks):
                 root(n, "F5", "the consumer's kernel already holds a contraction or is shared")
-            elif by_id[next(iter(ks))].shape != n.shape:
+            elif by_id[next(iter(ks))].type.size != n.type.size:
                 root(n, "F5", f"the consumer's kernel broadcasts the result back to "
                               f"{list(by_id[next(iter(ks))].shape)}")
             else:
@@ -145,7 +147,7 @@ def kernel_kind(body: Graph) -> str:
         return "matmul"
     if ops & REDUCE:
         return "reduce"
-    if ops & {Op.PAD, Op.CONCAT}:
+    if ops <= INDEXING and ops & {Op.PAD, Op.CONCAT}:
         return "movement"
     if ops <= VIEWS:
         return "view"

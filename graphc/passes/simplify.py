@@ -4,6 +4,9 @@
 Every rule states the identity it implements. None changes a result except where its
 comment says so: IEEE arithmetic makes `x*0 -> 0` wrong for inf/nan, so that rule fires
 only when `x` is provably finite; `exp(log x) -> x` only when x is provably >= 0.
+One IEEE detail is ignored, as most deep-learning compilers do: the sign of zero.
+`x + 0 -> x`, `0 - x -> -x` and `x * 0 -> 0` can turn +0 into -0 or back (equal under ==;
+visible only through 1/x = +-inf).
 """
 from __future__ import annotations
 
@@ -138,6 +141,8 @@ RULES = [
     Rule(P(Op.CAST, x), lambda x, node: x if x.dtype is node.dtype else None, "cast to own dtype -> x"),
     Rule(P(Op.CAST, P(Op.CAST, x)), _cast_roundtrip, "cast(cast(x, wider), dtype x) -> x"),
     Rule(P(Op.SUM, x), _sum_of_size1, "sum over size-1 axes -> reshape"),
+    # simplification runs after the backward stage, where stop_gradient has done its work
+    Rule(P(Op.STOP_GRADIENT, x), lambda x, node: x, "stop_gradient(x) -> x  (after autodiff)"),
 ]
 
 

@@ -59,6 +59,7 @@ CASES = {
     Op.ABS: [("abs", gc.abs, (r(3, 4),), ALL)],
     Op.SIGN: [("sign", gc.sign, (r(3, 4),), ALL)],
     Op.RECIP: [("recip", gc.reciprocal, (nz(3, 4),), FLOATS)],
+    Op.STOP_GRADIENT: [("identity", lambda x: gc.stop_gradient(x) * 2, (r(3, 4),), ALL)],
     Op.CAST: [("to_i32", lambda x: (x * 3.0).astype(np.int32), (r(3, 4),), FLOATS),
               ("to_f32", lambda x: x.astype(np.float32) + 1, (r(3, 4),), (F64, I32, I64)),
               ("to_bool", lambda x: x.astype(bool), (r(6),), ALL)],
@@ -141,7 +142,8 @@ def test_cases_cover_every_lowered_op():
 def test_op_through_numpy_backend_equals_interpreter(op, fn, makers, dt, request):
     rng = np.random.default_rng(zlib.crc32(request.node.callspec.id.encode()))
     args = tuple(m(rng, dt) for m in makers)
-    fc = gc.compile(fn, backend="numpy")
+    # stop_gradient is simplified away after autodiff: keep it to test its lowering
+    fc = gc.compile(fn, backend="numpy", passes="-rules" if op is Op.STOP_GRADIENT else None)
     got = fc(*args)
     assert op in _ops_in(fc.graph("optimized")), f"no {op.value} reaches the backend:\n" \
                                                  f"{fc.graph('optimized')}"

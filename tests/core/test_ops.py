@@ -138,6 +138,7 @@ CASES: dict[Op, list[Case]] = {
     Op.ABS: unary_cases(gc.abs, np.abs, dtypes=FLOATS + INTS),
     Op.SIGN: unary_cases(gc.sign, np.sign, with_zeros, dtypes=FLOATS + INTS),
     Op.RECIP: unary_cases(gc.reciprocal, np.reciprocal, nonzero),
+    Op.STOP_GRADIENT: unary_cases(gc.stop_gradient, lambda x: x, dtypes=FLOATS + INTS),
     Op.CAST: [
         Case("to_int32", lambda x: x.astype(np.int32), lambda x: x.astype(np.int32),
              (lambda rng, dt: np.asarray(rng.uniform(-9, 9, (3, 4)), dt),), eager=False),

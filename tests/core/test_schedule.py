@@ -328,7 +328,7 @@ def test_schedule_is_identity_on_kernel_order():
 
 
 # ---- random programs -----------------------------------------------------------------------------
-@settings(max_examples=40, **rp.SETTINGS)
+@settings(max_examples=100, **rp.SETTINGS)
 @given(prog=rp.programs())
 def test_memory_plan_on_random_programs(prog):
     args = rp.program_args(prog)
@@ -338,7 +338,7 @@ def test_memory_plan_on_random_programs(prog):
     check_poisoned(stages, args)
 
 
-@settings(max_examples=40, **rp.SETTINGS)
+@settings(max_examples=100, **rp.SETTINGS)
 @given(prog=rp.programs(max_ops=14))
 def test_memory_plan_on_random_backward_graphs(prog):
     args = rp.program_args(prog, seed=2)

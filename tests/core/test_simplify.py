@@ -294,6 +294,11 @@ def _(x):
     return A(Op.CAST, A(Op.CAST, x, dtype=F32), dtype=F64)
 
 
+@case("stop_gradient is the identity after autodiff", X34, fires=[26])
+def _(x):
+    return A(Op.MUL, A(Op.STOP_GRADIENT, x), x)
+
+
 @case("sum over size-1 axes", [((3, 1, 4), F32, normal)], fires=[25])
 def _(x):
     return A(Op.SUM, x, axes=(1,), keepdims=False)

@@ -1,0 +1,517 @@
+"""The LLVM backend: each fused kernel is lowered to the kernel IR (`graphc.lower`), built
+as an LLVM function with `llvmlite.ir.IRBuilder`, verified, optimised at O3 for the host
+CPU, JIT-compiled with MCJIT and called through ctypes on numpy buffers.
+
+    kernel IR --(this file)--> LLVM IR --(O3, host CPU)--> machine code --(ctypes)--> run
+
+A kernel function takes one pointer per buffer (inputs, then the output) and `i64 start,
+end`: the range of its outermost loop, so the runtime can split the loop over threads
+(ctypes releases the GIL during the call). Floats follow IEEE (no fast-math) unless the
+backend is built with `fast_math=True`. llvmlite is imported inside functions only, so
+`import graphc.backends` stays light.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from graphc import kernel as K
+from graphc.errors import BackendError, NoRuleError
+from graphc.interpret import check_args
+from graphc.ir import Graph, Node, register_internal_dir
+from graphc.lower import as_kernels, lower_kernel
+from graphc.ops import Op
+from graphc.printer import format_node, node_names
+from graphc.types import DType
+
+register_internal_dir(__file__)
+
+PARALLEL_MIN_WORK = 1 << 16   # loop iterations (all levels) below which a kernel runs on one thread
+_COMPILED: dict[str, tuple] = {}  # IR text hash -> (engine, {kernel name: address}); in memory
+_LOCK = threading.Lock()
+_POOL: list = []
+
+
+# ---- types and the op tables ------------------------------------------------------------------------
+def ir_type(dtype: DType, storage: bool = False):
+    """The LLVM type of a value of `dtype` (bool is i1 in registers, i8 in memory)."""
+    from llvmlite import ir
+    if dtype is DType.bool:
+        return ir.IntType(8 if storage else 1)
+    return {DType.float32: ir.FloatType(), DType.float64: ir.DoubleType(),
+            DType.int32: ir.IntType(32), DType.int64: ir.IntType(64)}[dtype]
+
+
+def _kind(dtype: DType) -> str:
+    return "float" if dtype.is_float else "bool" if dtype is DType.bool else "int"
+
+
+_CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+
+
+def _f_max(g, a, b, less=False):
+    # NaN propagates as in numpy: maximum(nan, 1) = nan, maximum(1, nan) = nan
+    keep_a = g.b.fcmp_ordered("<" if less else ">", a, b, flags=g.fm)
+    r = g.b.select(keep_a, a, b)
+    return g.b.select(g.b.fcmp_unordered("uno", a, a), a, r)
+
+
+def _i_div(g, a, b):
+    # truncation toward zero like C; x/0 -> 0 and MIN/-1 -> MIN as the reference (no trap)
+    zero, one, m1 = (g.const(v, a.type) for v in (0, 1, -1))
+    is0, ism1 = g.b.icmp_signed("==", b, zero), g.b.icmp_signed("==", b, m1)
+    safe = g.b.select(g.b.or_(is0, ism1), one, b)
+    q = g.b.select(ism1, g.b.sub(zero, a), g.b.sdiv(a, safe))
+    return g.b.select(is0, zero, q)
+
+
+def _f_sign(g, x):
+    one, m1 = g.const(1.0, x.type), g.const(-1.0, x.type)
+    neg = g.b.select(g.b.fcmp_ordered("<", x, g.const(0.0, x.type)), m1, x)  # 0, -0, nan stay
+    return g.b.select(g.b.fcmp_ordered(">", x, g.const(0.0, x.type)), one, neg)
+
+
+def _i_sign(g, x):
+    z = g.const(0, x.type)
+    return g.b.sub(g.b.zext(g.b.icmp_signed(">", x, z), x.type),
+                   g.b.zext(g.b.icmp_signed("<", x, z), x.type))
+
+
+# (op, kind) -> fn(codegen, *operands) -> ir value. The kernel IR's op names are graphc's Op values.
+UNARY = {
+    ("neg", "float"): lambda g, x: g.b.fneg(x, flags=g.fm),
+    ("neg", "int"): lambda g, x: g.b.sub(g.const(0, x.type), x),
+    **{(op, "float"): (lambda op: lambda g, x: g.intrinsic(f"llvm.{op}", x))(op)
+       for op in ("exp", "log", "sqrt", "sin", "cos")},
+    ("tanh", "float"): lambda g, x: g.libm("tanh", x),
+    ("abs", "float"): lambda g, x: g.intrinsic("llvm.fabs", x),
+    ("abs", "int"): lambda g, x: g.b.select(g.b.icmp_signed("<", x, g.const(0, x.type)),
+                                            g.b.sub(g.const(0, x.type), x), x),
+    ("sign", "float"): _f_sign,
+    ("sign", "int"): _i_sign,
+    ("reciprocal", "float"): lambda g, x: g.b.fdiv(g.const(1.0, x.type), x, flags=g.fm),
+}
+BINARY = {
+    ("add", "float"): lambda g, a, b: g.b.fadd(a, b, flags=g.fm),
+    ("sub", "float"): lambda g, a, b: g.b.fsub(a, b, flags=g.fm),
+    ("mul", "float"): lambda g, a, b: g.b.fmul(a, b, flags=g.fm),
+    ("div", "float"): lambda g, a, b: g.b.fdiv(a, b, flags=g.fm),
+    ("pow", "float"): lambda g, a, b: g.intrinsic("llvm.pow", a, b),
+    ("maximum", "float"): _f_max,
+    ("minimum", "float"): lambda g, a, b: _f_max(g, a, b, less=True),
+    ("add", "int"): lambda g, a, b: g.b.add(a, b),
+    ("sub", "int"): lambda g, a, b: g.b.sub(a, b),
+    ("mul", "int"): lambda g, a, b: g.b.mul(a, b),
+    ("div", "int"): _i_div,
+    ("maximum", "int"): lambda g, a, b: g.b.select(g.b.icmp_signed(">", a, b), a, b),
+    ("minimum", "int"): lambda g, a, b: g.b.select(g.b.icmp_signed("<", a, b), a, b),
+    **{(op, "float"): (lambda c: lambda g, a, b: g.b.fcmp_ordered(c, a, b, flags=g.fm))(c)
+       for op, c in _CMP.items() if op != "ne"},
+    ("ne", "float"): lambda g, a, b: g.b.fcmp_unordered("!=", a, b, flags=g.fm),  # nan != nan
+    **{(op, "int"): (lambda c: lambda g, a, b: g.b.icmp_signed(c, a, b))(c)
+       for op, c in _CMP.items()},
+    ("eq", "bool"): lambda g, a, b: g.b.icmp_unsigned("==", a, b),
+    ("ne", "bool"): lambda g, a, b: g.b.icmp_unsigned("!=", a, b),
+}
+
+
+def _cast(g, x, src: DType, dst: DType):
+    b, t = g.b, ir_type(dst)
+    if src is dst:
+        return x
+    if dst is DType.bool:
+        return (b.fcmp_unordered("!=", x, g.const(0.0, x.type)) if src.is_float  # nan -> True
+                else b.icmp_signed("!=", x, g.const(0, x.type)))
+    if src is DType.bool:
+        return b.uitofp(x, t) if dst.is_float else b.zext(x, t)
+    if src.is_float and dst.is_float:
+        return b.fpext(x, t) if dst.itemsize > src.itemsize else b.fptrunc(x, t)
+    if src.is_float:
+        return b.fptosi(x, t)
+    if dst.is_float:
+        return b.sitofp(x, t)
+    return b.sext(x, t) if dst.itemsize > src.itemsize else b.trunc(x, t)
+
+
+# ---- kernel IR -> one LLVM function ------------------------------------------------------------------
+class _Codegen:
+    def __init__(self, module, kernel: K.Kernel, fast_math: bool):
+        from llvmlite import ir
+        self.ir, self.module, self.k = ir, module, kernel
+        self.fm = ("fast",) if fast_math else ()
+        self.i64 = ir.IntType(64)
+        args = [ir_type(b.dtype, storage=True).as_pointer() for b in kernel.args]
+        fnty = ir.FunctionType(ir.VoidType(), args + [self.i64, self.i64])
+        self.fn = ir.Function(module, fnty, kernel.name)
+        self.fn.attributes.add("nounwind")
+        self.ptr = {b.name: a for b, a in zip(kernel.args, self.fn.args)}
+        for b, a in zip(kernel.args, self.fn.args):
+            a.name = b.name
+        self.start, self.end = self.fn.args[-2], self.fn.args[-1]
+        self.start.name, self.end.name = "start", "end"
+        for name, c in kernel.consts:  # small constants baked into the module
+            arr = c.array.reshape(-1)
+            dt = DType.of(c.array)
+            et = ir_type(dt, storage=True)
+            aty = ir.ArrayType(et, arr.size)
+            gv = ir.GlobalVariable(module, aty, f"{kernel.name}.{name}")
+            gv.global_constant, gv.linkage = True, "internal"
+            gv.initializer = ir.Constant(aty, [ir.Constant(et, int(v) if not dt.is_float
+                                                           else float(v)) for v in arr.tolist()])
+            self.ptr[name] = gv
+        self.entry = self.fn.append_basic_block("entry")
+        self.b = ir.IRBuilder(self.entry)
+        self.vars: dict = {}
+        self.vals: dict = {}
+
+    def const(self, v, ty):
+        return self.ir.Constant(ty, v)
+
+    def intrinsic(self, name, *xs):
+        f = self.module.declare_intrinsic(name, [xs[0].type])
+        return self.b.call(f, list(xs), fastmath=self.fm)
+
+    def libm(self, name, x):
+        fname = name + ("f" if isinstance(x.type, self.ir.FloatType) else "")
+        f = self.module.globals.get(fname)
+        if f is None:
+            f = self.ir.Function(self.module, self.ir.FunctionType(x.type, [x.type]), fname)
+        return self.b.call(f, [x], fastmath=self.fm)
+
+    # ---- statements ----
+    def build(self):
+        self.stmts(self.k.body)
+        self.b.ret_void()
+        return self.fn
+
+    def stmts(self, body):
+        b = self.b
+        for s in body:
+            if isinstance(s, K.Loop):
+                lo, hi = ((self.start, self.end) if s.parallel else
+                          (self.const(0, self.i64), self.const(s.extent, self.i64)))
+                pre = b.block
+                cond = self.fn.append_basic_block(f"{s.var}.cond")
+                loop = self.fn.append_basic_block(f"{s.var}.body")
+                done = self.fn.append_basic_block(f"{s.var}.end")
+                b.branch(cond)
+                b.position_at_end(cond)
+                i = b.phi(self.i64, s.var)
+                i.add_incoming(lo, pre)
+                b.cbranch(b.icmp_signed("<", i, hi), loop, done)
+                b.position_at_end(loop)
+                self.vars[s.var] = i
+                self.stmts(s.body)
+                i.add_incoming(b.add(i, self.const(1, self.i64), flags=("nsw",)), b.block)
+                b.branch(cond)
+                b.position_at_end(done)
+            elif isinstance(s, K.Store):
+                v = self.value(s.value)
+                if s.buffer.dtype is DType.bool:
+                    v = b.zext(v, ir_type(DType.bool, storage=True))
+                b.store(v, self.addr(s.buffer, s.index))
+            elif isinstance(s, K.DefAcc):
+                with b.goto_block(self.entry):  # allocas in the entry block (mem2reg promotes)
+                    b.position_at_start(self.entry)
+                    p = b.alloca(ir_type(s.dtype), name=s.name)
+                b.store(self.const(s.init, ir_type(s.dtype)), p)
+                self.vals[s.name] = p
+            elif isinstance(s, K.Accumulate):
+                p = self.vals[s.name]
+                acc, x = b.load(p), self.value(s.value)
+                kind = _kind(s.value.dtype)
+                b.store(BINARY[("add" if s.op == "sum" else "maximum", kind)](self, acc, x), p)
+            elif isinstance(s, K.Let):
+                self.vals[s.name] = self.value(s.value)
+            else:
+                raise BackendError(f"not a statement: {s!r}", stage="codegen (llvm)")
+
+    # ---- expressions ----
+    def index(self, e):
+        b, i64 = self.b, self.i64
+        if isinstance(e, K.Const):
+            return self.const(int(e.value), i64)
+        if isinstance(e, K.Var):
+            return self.vars[e.name]
+        x, y = self.index(e.a), self.index(e.b)
+        if isinstance(e, K.Add):
+            return b.add(x, y, flags=("nsw",))
+        if isinstance(e, K.Mul):
+            return b.mul(x, y, flags=("nsw",))
+        if isinstance(e, K.FloorDiv):
+            return b.udiv(x, y)  # indices are never negative
+        if isinstance(e, K.Mod):
+            return b.urem(x, y)
+        if isinstance(e, K.Min):
+            return b.select(b.icmp_signed("<", x, y), x, y)
+        return b.select(b.icmp_signed(">", x, y), x, y)
+
+    def addr(self, buf: K.Buffer, e):
+        p = self.ptr[buf.name]
+        if buf.role == "const":
+            return self.b.gep(p, [self.const(0, self.i64), self.index(e)], inbounds=True)
+        return self.b.gep(p, [self.index(e)], inbounds=True)
+
+    def value(self, v):
+        b = self.b
+        if isinstance(v, K.Load):
+            x = b.load(self.addr(v.buffer, v.index))
+            return b.icmp_unsigned("!=", x, self.const(0, x.type)) if v.dtype is DType.bool else x
+        if isinstance(v, K.Lit):
+            t = ir_type(v.dtype)
+            return self.const(float(v.value) if v.dtype.is_float else int(v.value), t)
+        if isinstance(v, K.Unary):
+            rule = UNARY.get((v.op, _kind(v.dtype)))
+            if rule is None:
+                raise NoRuleError(f"no LLVM rule for {v.op} on {v.dtype.name}",
+                                  stage="codegen (llvm)", hint="add it to UNARY in backends/llvm.py")
+            return rule(self, self.value(v.x))
+        if isinstance(v, K.Binary):
+            rule = BINARY.get((v.op, _kind(v.a.dtype)))
+            if rule is None:
+                raise NoRuleError(f"no LLVM rule for {v.op} on {v.a.dtype.name}",
+                                  stage="codegen (llvm)", hint="add it to BINARY in backends/llvm.py")
+            return rule(self, self.value(v.a), self.value(v.b))
+        if isinstance(v, K.Select):
+            return b.select(self.value(v.cond), self.value(v.a), self.value(v.b))
+        if isinstance(v, K.CastE):
+            return _cast(self, self.value(v.x), v.x.dtype, v.dtype)
+        if isinstance(v, K.RandE):
+            return self.rand(v)
+        if isinstance(v, K.InBounds):
+            ok = self.const(1, self.ir.IntType(1))
+            for e, lo, hi in v.checks:
+                x = self.index(e)
+                ok = b.and_(ok, b.icmp_signed(">=", x, self.const(lo, self.i64)))
+                ok = b.and_(ok, b.icmp_signed("<", x, self.const(hi, self.i64)))
+            return ok
+        if isinstance(v, K.AccRef):
+            return b.load(self.vals[v.name])
+        if isinstance(v, K.Ref):
+            return self.vals[v.name]
+        raise BackendError(f"not a value: {v!r}", stage="codegen (llvm)")
+
+    def rand(self, v: K.RandE):
+        """graphc.ops.rand_bits, in i32 arithmetic (wrapping, as numpy's uint32)."""
+        b, i32 = self.b, self.ir.IntType(32)
+        c = lambda x: self.const(x, i32)  # noqa: E731
+
+        def fmix(h):
+            h = b.xor(h, b.lshr(h, c(16)))
+            h = b.mul(h, c(0x85EBCA6B))
+            h = b.xor(h, b.lshr(h, c(13)))
+            h = b.mul(h, c(0xC2B2AE35))
+            return b.xor(h, b.lshr(h, c(16)))
+        key = self.value(v.key)
+        if key.type.width < 64:
+            key = b.sext(key, self.i64)
+        lo, hi = b.trunc(key, i32), b.trunc(b.lshr(key, self.const(32, self.i64)), i32)
+        seed = fmix(b.xor(fmix(b.add(hi, c(0x9E3779B9))), lo))
+        bits = fmix(b.add(fmix(b.xor(b.trunc(self.index(v.index), i32), seed)), c(0x6A09E667)))
+        t = ir_type(v.dtype)
+        return b.fmul(b.uitofp(b.lshr(bits, c(8)), t), self.const(2.0 ** -24, t))
+
+
+def build_module(kernels: list[K.Kernel], name: str = "graphc", fast_math: bool = False):
+    """One llvmlite ir.Module with a function per kernel."""
+    from llvmlite import ir
+    module = ir.Module(name=name)
+    module.triple = _target()[1]
+    module.data_layout = _target()[2]
+    for k in kernels:
+        _Codegen(module, k, fast_math).build()
+    return module
+
+
+# ---- JIT ----------------------------------------------------------------------------------------------
+_TARGET: list = []
+
+
+def _target():
+    """(target machine for optimisation, triple, data layout), made once."""
+    if not _TARGET:
+        import llvmlite.binding as llvm
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        tm = _machine()
+        _TARGET.extend([tm, llvm.get_process_triple(), str(tm.target_data)])
+    return _TARGET
+
+
+def _machine():
+    import llvmlite.binding as llvm
+    target = llvm.Target.from_triple(llvm.get_process_triple())
+    return target.create_target_machine(cpu=llvm.get_host_cpu_name(),
+                                        features=llvm.get_host_cpu_features().flatten(),
+                                        opt=3, codemodel="jitdefault")
+
+
+def jit(module_text: str, names: list[str], opt: int = 3):
+    """Parse, verify, optimise (new pass manager) and JIT a module; {name: address}.
+    Cached in memory by the text's hash (a disk cache of object code is a later step)."""
+    import llvmlite.binding as llvm
+    key = hashlib.sha256(f"O{opt}\n{module_text}".encode()).hexdigest()
+    with _LOCK:
+        hit = _COMPILED.get(key)
+        if hit is not None:
+            return hit[1]
+        tm = _target()[0]
+        try:
+            mod = llvm.parse_assembly(module_text)
+            mod.verify()
+        except RuntimeError as e:  # the verifier's message, verbatim
+            raise BackendError(f"LLVM rejected the generated module:\n{e}",
+                               stage="compile (llvm)") from e
+        if opt:
+            pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+            pb = llvm.create_pass_builder(tm, pto)
+            pb.getModulePassManager().run(mod, pb)
+        engine = llvm.create_mcjit_compiler(mod, _machine())
+        engine.finalize_object()
+        addrs = {n: engine.get_function_address(n) for n in names}
+        _COMPILED[key] = (engine, addrs, str(mod))
+        return addrs
+
+
+def optimized_ir(module_text: str, opt: int = 3) -> str | None:
+    """The optimised LLVM IR of a module compiled before (for inspection)."""
+    key = hashlib.sha256(f"O{opt}\n{module_text}".encode()).hexdigest()
+    hit = _COMPILED.get(key)
+    return hit[2] if hit else None
+
+
+# ---- runtime ------------------------------------------------------------------------------------------
+def _pool():
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
+                                        thread_name_prefix="graphc-llvm"))
+    return _POOL[0]
+
+
+def _work(body) -> int:
+    """Loop iterations of a statement list (all nesting levels), to decide on threading."""
+    total = 0
+    for s in body:
+        if isinstance(s, K.Loop):
+            total += s.extent * max(1, _work(s.body))
+    return total
+
+
+class _Step:
+    """One kernel call: where its arguments come from and where its result goes."""
+
+    def __init__(self, node: Node, kernel: K.Kernel, addr: int, threads: int):
+        self.node, self.kernel = node, kernel
+        nargs = len(kernel.args)
+        self.fn = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * nargs),
+                                   ctypes.c_int64, ctypes.c_int64)(addr)
+        self.extent = kernel.parallel_extent
+        self.looped = any(isinstance(st, K.Loop) and st.parallel for st in kernel.body)
+        big = _work(kernel.body) >= PARALLEL_MIN_WORK
+        self.chunks = min(threads, self.extent) if big and threads > 1 else 1
+        buf = node.attrs.get("buffer", -1)
+        # view kernels copy (the plan lets them alias their source: we never write there)
+        self.offset = buf if node.attrs["kind"] != "view" else -1
+
+    def run(self, ptrs: list[int]):
+        if self.chunks <= 1:  # a kernel without an outer loop ignores the range
+            self.fn(*ptrs, 0, self.extent if self.looped else 1)
+            return
+        n, c = self.extent, self.chunks
+        bounds = [(n * t // c, n * (t + 1) // c) for t in range(c)]
+        futs = [_pool().submit(self.fn, *ptrs, lo, hi) for lo, hi in bounds[1:]]
+        self.fn(*ptrs, *bounds[0])
+        for f in futs:
+            f.result()
+
+
+class LLVMProgram:
+    """A compiled graph. Calling it checks the arguments (count, shape, dtype); inputs that
+    are not C-contiguous (e.g. a transposed array) are copied to contiguous memory first.
+    Intermediates live in one arena per call laid out by the `scheduled` stage's plan."""
+
+    def __init__(self, graph: Graph, steps: list[_Step], source: str, kernels: list[K.Kernel],
+                 module_text: str):
+        self.graph, self.steps, self.source = graph, steps, source
+        self.kernels, self.module_text = kernels, module_text
+        self.arena_bytes = max((s.offset + s.node.type.nbytes for s in steps if s.offset >= 0),
+                               default=0)
+
+    def __call__(self, *arrays):
+        args = check_args(self.graph, arrays, stage="run (llvm)")
+        env: dict[int, np.ndarray] = {}
+        for n, a in zip(self.graph.inputs, args):
+            env[id(n)] = np.ascontiguousarray(a)
+        arena = np.empty(self.arena_bytes, np.uint8) if self.arena_bytes else None
+        for s in self.steps:
+            n = s.node
+            ins = []
+            for i in n.inputs:
+                if id(i) not in env:  # a constant kernel argument
+                    env[id(i)] = np.ascontiguousarray(i.attrs["value"].array)
+                ins.append(env[id(i)])
+            if s.offset >= 0:
+                out = arena[s.offset:s.offset + n.type.nbytes].view(n.dtype.np).reshape(n.shape)
+            else:
+                out = np.empty(n.shape, n.dtype.np)
+            s.run([a.ctypes.data for a in ins] + [out.ctypes.data])
+            env[id(n)] = out
+        outs = []
+        for o in self.graph.outputs:
+            if o.op is Op.FUSED:
+                outs.append(env[id(o)])
+            else:  # an input or constant returned as is: a copy, so callers never alias
+                v = env.get(id(o))
+                outs.append(np.array(v if v is not None else o.attrs["value"].array))
+        return tuple(outs)
+
+
+class LLVMBackend:
+    """Options: `fast_math` (let LLVM reassociate float math: faster reductions, results
+    differ in the last bits), `threads` (default os.cpu_count()), `opt` (0-3)."""
+    name = "llvm"
+
+    def __init__(self, fast_math: bool = False, threads: int | None = None, opt: int = 3):
+        self.fast_math, self.opt = fast_math, opt
+        self.threads = threads or os.cpu_count() or 1
+
+    def available(self):
+        try:
+            import llvmlite
+            import llvmlite.binding as llvm
+            _target()
+        except Exception as e:  # a missing or broken llvmlite is an answer, not a crash
+            return False, f"llvmlite unusable: {type(e).__name__}: {e}"
+        v = ".".join(map(str, llvm.llvm_version_info))
+        return True, f"llvmlite {llvmlite.__version__}, LLVM {v}, cpu {llvm.get_host_cpu_name()}"
+
+    def lower(self, graph: Graph) -> tuple[Graph, list[Node], list[K.Kernel]]:
+        graph = as_kernels(graph)
+        names = node_names(graph)
+        nodes = [n for n in graph.nodes if n.op is Op.FUSED]
+        return graph, nodes, [lower_kernel(n, names) for n in nodes]
+
+    def render(self, graph: Graph, nodes, kernels) -> tuple[str, str]:
+        """(the LLVM module text, .source: that text annotated with the kernel IR and nodes)."""
+        module = build_module(kernels, graph.name, self.fast_math)
+        text = str(module)
+        src = text
+        for k in kernels:
+            note = "\n".join("; " + line for line in str(k).splitlines())
+            src = src.replace(f'define void @"{k.name}"(', f'{note}\ndefine void @"{k.name}"(', 1)
+        head = (f"; generated by graphc's llvm backend from graph {graph.name!r}"
+                f"{' (fast-math)' if self.fast_math else ''}\n"
+                f"; each function: the kernel IR it was built from, and the graph nodes\n")
+        return text, head + src
+
+    def compile(self, graph: Graph) -> LLVMProgram:
+        graph, nodes, kernels = self.lower(graph)
+        text, source = self.render(graph, nodes, kernels)
+        addrs = jit(text, [k.name for k in kernels], self.opt)
+        steps = [_Step(n, k, addrs[k.name], self.threads) for n, k in zip(nodes, kernels)]
+        return LLVMProgram(graph, steps, source, kernels, text)

@@ -1,0 +1,364 @@
+"""Lowering: a fused graph node -> a `graphc.kernel.Kernel` (a loop nest over flat buffers).
+
+The one technique is index propagation. `value(node, idx)` is the expression for body node
+`node` at the multi-index `idx` (one index expression per axis of node.shape):
+
+  input       Load(in_j, flat(idx))
+  views       rewrite idx and ask the source: reshape (flatten, unravel), permute (reorder),
+              expand and broadcasting (size-1 source axes read index 0), slice (start + i*step)
+  pad/concat  Select on the index being in range, loads at a clamped index (never out of
+              bounds, even in the branch that is not taken)
+  elementwise Unary / Binary / Select / CastE of the operands' values at the same idx
+  sum/max     emits DefAcc and a loop nest over the reduced axes, returns AccRef
+  matmul      emits DefAcc and a loop over k accumulating a[..., i, k] * b[..., k, j]
+  rand        RandE(key, flat index of idx in the rand node's own shape)
+
+A kernel is then a loop nest over its root's shape storing value(root, idx): elementwise,
+view and movement kernels need nothing else; a reduction (or matmul) met on the way emits
+its inner loops right before the store, so its prologue (the reduced value) is computed
+inside them and its epilogue around the AccRef. Nodes read more than once in a body are
+bound once with `Let` (per index), so shared subexpressions are not recomputed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.errors import NoRuleError
+from graphc.ir import Graph, Node, apply, at_loc, input_node
+from graphc import kernel as K
+from graphc.ops import BINARY, ELEMENTWISE, Op, UNARY
+from graphc.passes.fusion import INLINE_CONST_ELEMENTS, kernel_kind
+from graphc.printer import format_node, node_names
+from graphc.types import DType
+
+
+def _init(op: Op, dtype: DType):
+    """The accumulator's start: 0 for sums and matmuls, the lowest value for max."""
+    if op is Op.MAX:
+        return float("-inf") if dtype.is_float else int(np.iinfo(dtype.np).min)
+    return 0.0 if dtype.is_float else 0
+
+
+def _tile(n: int, target: int) -> int:
+    """The largest divisor of n not above target (loop extents stay static, no remainders)."""
+    return next(d for d in range(min(n, target), 0, -1) if n % d == 0) if n else 1
+
+
+class _Lowerer:
+    def __init__(self, body: Graph, name: str):
+        self.body, self.name = body, name
+        self.users = {k: len({id(u) for u in v}) for k, v in body.users().items()}
+        self.buffers: list[K.Buffer] = []
+        self.buf_of: dict[int, K.Buffer] = {}
+        for j, n in enumerate(body.inputs):
+            b = K.Buffer(f"in{j}", n.shape, n.dtype, "in")
+            self.buffers.append(b)
+            self.buf_of[id(n)] = b
+        self.consts: list[tuple[str, object]] = []
+        self.ext: dict[str, int] = {}            # loop variable -> extent
+        self.scopes: list[tuple[list, dict]] = []  # (statements, memo) per loop body
+        self.counts: dict[str, int] = {}
+
+    def fresh(self, prefix: str) -> str:
+        n = self.counts.get(prefix, 0)
+        self.counts[prefix] = n + 1
+        return f"{prefix}{n}"
+
+    def emit(self, s) -> None:
+        self.scopes[-1][0].append(s)
+
+    def loops(self, prefix: str, shape, inner, parallel: bool = False) -> tuple[list, list]:
+        """Build a loop nest over `shape`; `inner(vars)` emits the innermost body. Returns
+        (statements, vars). The outermost loop is marked parallel if asked."""
+        names = [self.fresh(prefix) for _ in shape]
+        for v, s in zip(names, shape):
+            self.ext[v] = s
+        self.scopes.append(([], {}))
+        inner([K.Var(v) for v in names])
+        body = self.scopes.pop()[0]
+        for d in reversed(range(len(shape))):
+            body = [K.Loop(names[d], int(shape[d]), tuple(body), parallel and d == 0)]
+        return body, [K.Var(v) for v in names]
+
+    # ---- index helpers ----
+    def flat(self, idx, shape) -> K.Index:
+        return K.flat_index(idx, shape, self.ext)
+
+    def unravel(self, f: K.Index, shape) -> list:
+        out, stride = [], 1
+        strides = []
+        for s in reversed(shape):
+            strides.append(stride)
+            stride *= s
+        strides.reverse()
+        for d, (s, st) in enumerate(zip(shape, strides)):
+            if s == 1:
+                out.append(K.Const(0))
+                continue
+            q = K.floordiv(f, st, self.ext)
+            out.append(q if d == 0 else K.mod(q, s, self.ext))
+        return out
+
+    @staticmethod
+    def bcast(idx, src_shape) -> list:
+        """The index into a source broadcast to idx's shape: leading axes dropped, size-1
+        axes read element 0."""
+        lead = len(idx) - len(src_shape)
+        return [K.Const(0) if s == 1 else idx[lead + d] for d, s in enumerate(src_shape)]
+
+    # ---- values ----
+    def value(self, n: Node, idx) -> K.Value:
+        key = (id(n), tuple(idx))
+        for _, memo in reversed(self.scopes):
+            if key in memo:
+                return memo[key]
+        v = self.compute(n, idx)
+        if n.op in (Op.SUM, Op.MAX, Op.MATMUL) or (
+                self.users.get(id(n), 0) > 1 and not isinstance(v, (K.Lit, K.Ref, K.AccRef))):
+            if not isinstance(v, (K.AccRef, K.Lit)):
+                name = self.fresh("t")
+                self.emit(K.Let(name, v))
+                v = K.Ref(name, v.dtype)
+            self.scopes[-1][1][key] = v
+        return v
+
+    def compute(self, n: Node, idx) -> K.Value:
+        op, ins = n.op, n.inputs
+        if op is Op.INPUT:
+            b = self.buf_of[id(n)]
+            return K.Load(b, self.flat(idx, n.shape))
+        if op is Op.CONST:
+            arr = n.attrs["value"].array
+            if arr.ndim == 0:
+                return K.Lit(arr.item(), n.dtype)
+            name = next((nm for nm, c in self.consts if c == n.attrs["value"]), None)
+            if name is None:
+                name = f"c{len(self.consts)}"
+                self.consts.append((name, n.attrs["value"]))
+                self.buffers.append(K.Buffer(name, n.shape, n.dtype, "const"))
+            b = next(b for b in self.buffers if b.name == name)
+            return K.Load(b, self.flat(idx, n.shape))
+        if op.value == "stop_gradient":  # identity at run time (only its derivative is zero)
+            return self.value(ins[0], idx)
+        if op is Op.CAST:
+            x = self.value(ins[0], idx)
+            return x if x.dtype is n.dtype else K.CastE(x, n.dtype)
+        if op in UNARY:
+            return K.Unary(op.value, self.value(ins[0], idx))
+        if op in BINARY:
+            a, b = (self.value(x, self.bcast(idx, x.shape)) for x in ins)
+            return K.Binary(op.value, a, b)
+        if op is Op.WHERE:
+            c, a, b = (self.value(x, self.bcast(idx, x.shape)) for x in ins)
+            return K.Select(c, a, b)
+        if op is Op.EXPAND:
+            return self.value(ins[0], self.bcast(idx, ins[0].shape))
+        if op is Op.RESHAPE:
+            return self.value(ins[0], self.unravel(self.flat(idx, n.shape), ins[0].shape))
+        if op is Op.PERMUTE:
+            src = [None] * len(idx)
+            for d, p in enumerate(n.attrs["perm"]):
+                src[p] = idx[d]
+            return self.value(ins[0], src)
+        if op is Op.SLICE:
+            src = [K.add(K.Const(lo), K.mul(i, st))
+                   for i, lo, st in zip(idx, n.attrs["starts"], n.attrs["steps"])]
+            return self.value(ins[0], src)
+        if op is Op.PAD:
+            x = ins[0]
+            src, checks = [], []
+            for i, (lo, hi), s in zip(idx, n.attrs["pads"], x.shape):
+                j = K.add(i, K.Const(-lo))
+                if lo or hi:
+                    checks.append((i, lo, lo + s))
+                    j = K.clamp(j, 0, max(s - 1, 0), self.ext)
+                src.append(j)
+            pad = K.Lit(np.array(n.attrs["value"], n.dtype.np).item(), n.dtype)
+            if x.type.size == 0:  # nothing to read: all padding
+                return pad
+            inner = self.value(x, src)
+            return K.Select(K.InBounds(tuple(checks)), inner, pad) if checks else inner
+        if op is Op.CONCAT:
+            ax = n.attrs["axis"]
+            parts, off = [], 0
+            for x in ins:
+                parts.append((x, off))
+                off += x.shape[ax]
+            parts = [(x, o) for x, o in parts if x.shape[ax] > 0]
+            out = None
+            for x, o in reversed(parts):
+                src = list(idx)
+                src[ax] = K.clamp(K.add(idx[ax], K.Const(-o)), 0, x.shape[ax] - 1, self.ext)
+                v = self.value(x, src)
+                if out is None:
+                    out = v
+                else:
+                    out = K.Select(K.InBounds(((idx[ax], 0, o + x.shape[ax]),)), v, out)
+            return out if out is not None else K.Lit(0, n.dtype)  # empty: never read
+        if op in (Op.SUM, Op.MAX):
+            return self.reduce(n, idx)
+        if op is Op.MATMUL:
+            return self.matmul(n, idx)
+        if op is Op.RAND:
+            key = self.value(ins[0], [])
+            return K.RandE(key, self.flat(idx, n.shape), n.attrs["dtype"])
+        raise NoRuleError(f"no kernel lowering for {op.value}", stage="lower",
+                          hint="add it to graphc/lower.py (_Lowerer.compute)")
+
+    def reduce(self, n: Node, idx) -> K.Value:
+        x = n.inputs[0]
+        axes, keep = n.attrs["axes"], n.attrs["keepdims"]
+        acc = self.fresh("acc")
+        self.emit(K.DefAcc(acc, n.dtype, _init(n.op, n.dtype)))
+        red_shape = [x.shape[a] for a in axes]
+
+        def inner(rvars):
+            src, r, o = [], iter(rvars), iter(idx)
+            for a in range(len(x.shape)):
+                if a in axes:
+                    src.append(next(r))
+                    if keep:
+                        next(o)
+                else:
+                    src.append(next(o))
+            self.emit(K.Accumulate(acc, "sum" if n.op is Op.SUM else "max", self.value(x, src)))
+        body, _ = self.loops("r", red_shape, inner)
+        for s in body:
+            self.emit(s)
+        return K.AccRef(acc, n.dtype)
+
+    def matmul(self, n: Node, idx) -> K.Value:
+        a, b = n.inputs
+        acc = self.fresh("acc")
+        self.emit(K.DefAcc(acc, n.dtype, _init(n.op, n.dtype)))
+        batch, i, j = list(idx[:-2]), idx[-2], idx[-1]
+
+        def inner(kv):
+            (k,) = kv
+            va = self.value(a, self.bcast(batch, a.shape[:-2]) + [i, k])
+            vb = self.value(b, self.bcast(batch, b.shape[:-2]) + [k, j])
+            self.emit(K.Accumulate(acc, "sum", K.Binary("mul", va, vb)))
+        body, _ = self.loops("k", [a.shape[-1]], inner)
+        for s in body:
+            self.emit(s)
+        return K.AccRef(acc, n.dtype)
+
+    def row_matmul(self, out: K.Buffer) -> list | None:
+        """A matmul kernel in loop order (batch..., i) k j, accumulating into the output
+        row: the inner loop streams rows of b and out (contiguous, vectorisable) instead of
+        striding down a column of b. Then the epilogue runs over the row in place. Only when
+        the epilogue reads the product elementwise at its own index and keeps its dtype;
+        None otherwise (the caller falls back to one accumulator per output element)."""
+        root = self.body.outputs[0]
+        mms = [n for n in self.body.nodes if n.op is Op.MATMUL]
+        if len(mms) != 1 or mms[0].type != root.type or not root.shape:
+            return None
+        mm = mms[0]
+        after = {id(mm)}
+        for n in self.body.nodes:
+            if any(id(i) in after for i in n.inputs):
+                if n.op not in ELEMENTWISE or n.shape != root.shape:
+                    return None
+                after.add(id(n))
+        a, b = mm.inputs
+        zero = K.Lit(_init(Op.MATMUL, mm.dtype), mm.dtype)
+        M, N, KK = root.shape[-2], root.shape[-1], a.shape[-1]
+        bi, bk, bj = _tile(M, 16), _tile(KK, 128), _tile(N, 256)
+
+        def block(outer):  # outer = batch... + [row block]
+            batch = list(outer[:-1])
+            row = lambda ii: K.add(K.mul(outer[-1], bi), ii)  # noqa: E731
+            at = lambda ii, j: self.flat(batch + [row(ii), j], root.shape)  # noqa: E731
+
+            def nest(prefixes, shape, inner):
+                for s in self.loops(prefixes, shape, inner)[0]:
+                    self.emit(s)
+            nest("j", [bi, N], lambda v: self.emit(K.Store(out, at(*v), zero)))
+
+            def tile(v):  # one (k block, j block) tile for every row of the row block
+                kb, jb, ii, kk = v
+                i, k = row(ii), K.add(K.mul(kb, bk), kk)
+                va = self.value(a, self.bcast(batch, a.shape[:-2]) + [i, k])
+                if not isinstance(va, (K.Ref, K.Lit)):
+                    name = self.fresh("t")
+                    self.emit(K.Let(name, va))
+                    va = K.Ref(name, va.dtype)
+
+                def inner(jv):
+                    j = K.add(K.mul(jb, bj), jv[0])
+                    vb = self.value(b, self.bcast(batch, b.shape[:-2]) + [k, j])
+                    self.emit(K.Store(out, at(ii, j), K.Binary(
+                        "add", K.Load(out, at(ii, j)), K.Binary("mul", va, vb))))
+                nest("j", [bj], inner)
+            nest("k", [KK // bk, N // bj, bi, bk], tile)
+            if root is not mm:
+                def epilogue(v):
+                    idx = batch + [row(v[0]), v[1]]
+                    key = (id(mm), tuple(self.bcast(idx, mm.shape)))
+                    self.scopes[-1][1][key] = K.Load(out, at(*v))
+                    self.emit(K.Store(out, at(*v), self.value(root, idx)))
+                nest("j", [bi, N], epilogue)
+        return self.loops("i", root.shape[:-2] + (M // bi,), block, parallel=True)[0]
+
+    def kernel(self, kind: str, provenance) -> K.Kernel:
+        root = self.body.outputs[0]
+        out = K.Buffer("out", root.shape, root.dtype, "out")
+        self.buffers.append(out)
+        if kind == "matmul" and len(root.shape) >= 2:
+            body = self.row_matmul(out)
+            if body is not None:
+                return K.Kernel(self.name, tuple(self.buffers), tuple(body), kind,
+                                tuple(provenance), tuple(self.consts))
+
+        def inner(vars_):
+            self.emit(K.Store(out, self.flat(vars_, root.shape), self.value(root, vars_)))
+        self.scopes.append(([], {}))  # the kernel's top level (a scalar root stores here)
+        body, _ = self.loops("i", root.shape, inner, parallel=True)
+        top = self.scopes.pop()[0] + body
+        return K.Kernel(self.name, tuple(self.buffers), tuple(top), kind, tuple(provenance),
+                        tuple(self.consts))
+
+
+def lower_kernel(fused: Node, names: dict | None = None) -> K.Kernel:
+    """The kernel for one fused node; `names` (the outer graph's node names) makes the
+    provenance lines match the printed graph."""
+    body = fused.attrs["body"]
+    bnames = node_names(body)
+    head = format_node(fused, names or {})
+    prov = [head + (f"  @ {fused.loc}" if fused.loc else "")]
+    prov += ["  " + format_node(n, bnames) + (f"  @ {n.loc}" if n.loc else "")
+             for n in body.nodes if n.op is not Op.INPUT]
+    k = _Lowerer(body, fused.attrs["name"]).kernel(fused.attrs["kind"], prov)
+    return K.verify(k)
+
+
+def as_kernels(graph: Graph) -> Graph:
+    """A graph whose ops are not fused (the pipeline ran with passes="-fusion"): every op
+    becomes its own one-op kernel, so a kernel backend can run it. Fused graphs pass through."""
+    if all(n.op in (Op.INPUT, Op.CONST, Op.FUSED) for n in graph.nodes):
+        return graph
+    new: dict[int, Node] = {}
+    count = 0
+    for n in graph.nodes:
+        if n.op in (Op.INPUT, Op.CONST, Op.FUSED):
+            new[id(n)] = n if n.op is not Op.FUSED else n.replace(
+                inputs=tuple(new[id(i)] for i in n.inputs))
+            continue
+        ext, body_ins, inner = [], [], []
+        for i in n.inputs:
+            if i.op is Op.CONST and i.type.size <= INLINE_CONST_ELEMENTS:
+                inner.append(i)
+                continue
+            with at_loc(i.loc):
+                bi = input_node(f"in{len(ext)}", i.shape, i.dtype)
+            ext.append(new[id(i)])
+            body_ins.append(bi)
+            inner.append(bi)
+        root = n.replace(inputs=tuple(inner))
+        body = Graph(tuple(body_ins), (root,), f"k{count}")
+        with at_loc(n.loc):
+            new[id(n)] = apply(Op.FUSED, *ext, body=body, kind=kernel_kind(body),
+                               name=f"k{count}", reason="one op (fusion off)")
+        count += 1
+    return Graph(graph.inputs, tuple(new[id(o)] for o in graph.outputs), graph.name,
+                 graph.output_names)

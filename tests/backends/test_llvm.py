@@ -1,0 +1,284 @@
+"""The LLVM backend against the reference interpreter: every op (the numpy backend's case
+table), gradients, odd sizes, broadcasting, non-contiguous inputs, special values, RAND
+bit for bit, threads, the verified module text, and examples/mlp.py's training step.
+
+The backend is not registered yet: it is used as an object, gc.compile(fn, backend=BE)."""
+from __future__ import annotations
+
+import importlib.util
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc.interpret import interpret
+from graphc.ops import Op, ref_rand
+from graphc.types import DType
+
+llvm_backend = pytest.importorskip("graphc.backends.llvm")
+from test_numpy_backend import CASES, _check_equal, _ops_in, _params, _random_program  # noqa: E402
+
+BE = llvm_backend.LLVMBackend()
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _verify_module(fc):
+    import llvmlite.binding as llvm
+    llvm.parse_assembly(fc.source).verify()  # the annotated source is valid, verified IR
+
+
+def test_backend_is_available():
+    ok, why = BE.available()
+    assert ok, why
+    assert "LLVM" in why
+
+
+def test_cases_cover_every_op():
+    assert set(CASES) == set(Op) - {Op.INPUT, Op.CONST, Op.GRAD}
+
+
+@pytest.mark.parametrize("op,fn,makers,dt", _params())
+def test_op_through_llvm_backend_equals_interpreter(op, fn, makers, dt, request):
+    rng = np.random.default_rng(zlib.crc32(request.node.callspec.id.encode()))
+    args = tuple(m(rng, dt) for m in makers)
+    fc = gc.compile(fn, backend=BE)
+    got = fc(*args)
+    assert op in _ops_in(fc.graph("optimized")) or op.value == "stop_gradient"  # simplified away
+    want = interpret(gc.trace(fn, *args), *args)[0]
+    _check_equal(got, want)
+    _verify_module(fc)
+
+
+# ---- gradients -------------------------------------------------------------------------------------
+def _mlp(W1, b1, W2, X, Y):
+    h = gc.tanh(X @ W1 + b1)
+    logits = h @ W2
+    z = logits - gc.max(logits, axis=1, keepdims=True)
+    return -gc.sum(Y * (z - gc.log(gc.sum(gc.exp(z), axis=1, keepdims=True)))) / X.shape[0]
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+def test_values_and_gradients(dt):
+    rng = np.random.default_rng(7)
+    args = tuple(a.astype(dt) for a in (
+        rng.standard_normal((4, 6)), rng.standard_normal(6), rng.standard_normal((6, 3)),
+        rng.standard_normal((5, 4)), np.eye(3)[rng.integers(0, 3, 5)]))
+    vg = gc.value_and_grad(_mlp, argnums=(0, 1, 2))
+    got_v, got_g = gc.compile(vg, backend=BE)(*args)
+    want_v, want_g = gc.compile(vg, backend="reference")(*args)
+    tol = 1e-5 if dt == np.float32 else 1e-12
+    np.testing.assert_allclose(got_v, want_v, rtol=tol)
+    for g, w in zip(got_g, want_g):
+        assert g.dtype == w.dtype
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_programs_and_their_gradients(seed):
+    program = _random_program(seed)
+    rng = np.random.default_rng(seed + 1000)
+    args = (rng.standard_normal((3, 4)), rng.standard_normal(4), rng.standard_normal((3, 1)))
+    want = interpret(gc.trace(program, *args), *args)
+    got = gc.compile(program, backend=BE)(*args)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-13)
+    loss = lambda x, y, z: sum(gc.sum(gc.tanh(o)) for o in program(x, y, z))  # noqa: E731
+    vg = gc.value_and_grad(loss, argnums=(0, 1, 2))
+    got_v, got_g = gc.compile(vg, backend=BE)(*args)
+    want_v, want_g = gc.compile(vg, backend="reference")(*args)
+    np.testing.assert_allclose(got_v, want_v, rtol=1e-12)
+    for g, w in zip(got_g, want_g):
+        np.testing.assert_allclose(g, w, rtol=1e-11, atol=1e-12)
+
+
+# ---- sizes, layouts, special values ---------------------------------------------------------------
+@pytest.mark.parametrize("n", [1, 3, 17, 1000])
+def test_odd_sizes(n):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((n, 3)).astype(np.float32)
+    w = rng.standard_normal((3, n)).astype(np.float32)
+
+    def f(x, w):
+        y = gc.exp(gc.tanh(x * 0.5)) - 1.0
+        return y, gc.sum(y, axis=0), gc.max(x, axis=1), x @ w, gc.pad(x, ((1, 0), (2, 1)))
+    got = gc.compile(f, backend=BE)(x, w)
+    want = interpret(gc.trace(f, x, w), x, w)
+    for g, v in zip(got, want):
+        assert g.shape == v.shape and g.dtype == v.dtype
+        np.testing.assert_allclose(g, v, rtol=1e-5, atol=2e-5)
+
+
+def test_non_contiguous_inputs_are_copied():
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((5, 3))
+    b = rng.standard_normal((4, 6))[::2, 1::2]  # strided view (2, 3)
+    f = gc.compile(lambda x, y: (x * 2.0 + 1.0, y @ x.T), backend=BE)
+    xt = a.T.copy().T  # same values as a, Fortran order
+    got = f(xt, b)
+    np.testing.assert_allclose(got[0], a * 2 + 1, rtol=1e-15)
+    np.testing.assert_allclose(got[1], b @ a.T, rtol=1e-13)
+    got2 = f(rng.standard_normal((3, 5)).T, b)  # a transposed array
+    assert got2[0].shape == (5, 3)
+
+
+def test_wrong_arguments_are_rejected():
+    f = gc.compile(lambda x: x + 1.0, backend=BE)
+    prog = f.lower(np.zeros(3)).program
+    with pytest.raises(gc.SignatureError):
+        prog(np.zeros(4))
+    with pytest.raises(gc.SignatureError):
+        prog(np.zeros(3, np.float32))
+
+
+def test_special_values_follow_numpy():
+    nan, inf = np.nan, np.inf
+    x = np.array([nan, 1.0, -0.0, 0.0, inf, -inf, -2.5, nan])
+    y = np.array([1.0, nan, 0.0, -1.0, nan, 2.0, 3.0, nan])
+
+    def f(x, y):
+        return (gc.maximum(x, y), gc.minimum(x, y), gc.sign(x), gc.abs(x), x != y, x == y,
+                x < y, gc.max(gc.reshape(x, (2, 4)), axis=1), x.astype(bool), x.astype(np.int32) * 0)
+    got = gc.compile(f, backend=BE)(x, y)
+    want = interpret(gc.trace(f, x, y), x, y)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_integer_division_truncates_and_never_traps():
+    a = np.array([-7, 7, -7, 7, 5, 0, -2**31, -2**31, 9], np.int32)
+    b = np.array([2, 2, -2, -2, 0, 0, -1, 1, 3], np.int32)
+    f = lambda a, b: (gc.divide(a, b), gc.sign(a), gc.abs(a), -a, a.astype(np.float64))  # noqa
+    got = gc.compile(f, backend=BE)(a, b)
+    want = interpret(gc.trace(f, a, b), a, b)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+# ---- random numbers, threads --------------------------------------------------------------------------
+@pytest.mark.parametrize("key,shape,dtype", [(0, (7,), "float32"), (-5, (3, 4), "float64"),
+                                             (2**40 + 3, (300, 301), "float32"),
+                                             (np.int32(-9), (17,), "float64")])
+def test_rand_is_bit_exact(key, shape, dtype):
+    key = np.asarray(key) if isinstance(key, np.integer) else np.int64(key)
+    got = gc.compile(lambda k: gc.random_uniform(k, shape, dtype=dtype), backend=BE)(key)
+    want = ref_rand(int(key), shape, DType[dtype])
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+def test_large_kernels_split_over_threads_agree():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((513, 700))
+    w = rng.standard_normal((700, 65))
+    f = lambda x, w: (gc.tanh(x) * 2.0 + x, gc.sum(x * x, axis=1), x @ w)  # noqa: E731
+    for threads in (1, 2, 3):
+        got = gc.compile(f, backend=llvm_backend.LLVMBackend(threads=threads))(x, w)
+        np.testing.assert_allclose(got[0], np.tanh(x) * 2 + x, rtol=1e-14)
+        np.testing.assert_allclose(got[1], np.sum(x * x, axis=1), rtol=1e-12)
+        np.testing.assert_allclose(got[2], x @ w, rtol=1e-10, atol=1e-12)
+
+
+def test_fast_math_option():
+    x = np.random.default_rng(0).standard_normal((64, 33)).astype(np.float32)
+    f = gc.compile(lambda x: gc.sum(gc.exp(x) * x, axis=1), backend=llvm_backend.LLVMBackend(
+        fast_math=True))
+    np.testing.assert_allclose(f(x), np.sum(np.exp(x) * x, axis=1), rtol=1e-4)
+    assert "fast" in f.source
+
+
+# ---- source, cache, unfused graphs, memory plan --------------------------------------------------------
+def test_source_shows_kernel_ir_nodes_and_verified_llvm_ir():
+    def f(x, w, b):
+        h = gc.maximum(x @ w + b, 0.0)
+        return gc.sum(h * h) / 2.0, h[:, ::2]
+    fc = gc.compile(f, backend=BE)
+    rng = np.random.default_rng(0)
+    fc(rng.standard_normal((2, 3)), rng.standard_normal((3, 4)), rng.standard_normal(4))
+    src = fc.source
+    for n in fc.graph("optimized").nodes:
+        if n.op is Op.FUSED:
+            assert f"; // kernel {n.attrs['name']} ({n.attrs['kind']})" in src
+            assert f'define void @"{n.attrs["name"]}"(' in src
+    assert "matmul" in src and "test_llvm.py:" in src and "for (" in src
+    _verify_module(fc)
+
+
+def test_compile_cache_reuses_machine_code():
+    f = lambda x: gc.exp(x) * 3.0 + 1.0  # noqa: E731
+    x = np.arange(5.0)
+    p1 = gc.compile(f, backend=BE).lower(x).program
+    n = len(llvm_backend._COMPILED)
+    p2 = gc.compile(f, backend=BE).lower(x).program
+    assert len(llvm_backend._COMPILED) == n
+    assert [s.fn for s in p1.steps][0] is not None
+    np.testing.assert_allclose(p2(x)[0], np.exp(x) * 3 + 1, rtol=1e-15)
+
+
+def test_without_fusion_every_op_is_a_kernel():
+    f = lambda x, y: gc.sum(gc.tanh(x * y), axis=1) + 1.0  # noqa: E731
+    x, y = np.ones((3, 4)), np.arange(4.0)
+    fc = gc.compile(f, backend=BE, passes="-fusion")
+    np.testing.assert_allclose(fc(x, y), np.tanh(x * y).sum(1) + 1, rtol=1e-14)
+
+
+def test_inputs_untouched_and_calls_independent():
+    def hazards(x, y):
+        t = x * 2.0
+        u = gc.exp(t)
+        s = u + t
+        return s, gc.sum(s * t.T.T, axis=0), t[::2] - 1.0, gc.tanh(u) * y, x
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((3, 3)), rng.standard_normal((3, 3))
+    x0 = x.copy()
+    fc = gc.compile(hazards, backend=BE)
+    want = interpret(gc.trace(hazards, x, y), x, y)
+    first = fc(x, y)
+    for _ in range(2):
+        for g, w in zip(fc(x, y), want):
+            np.testing.assert_allclose(g, w, rtol=1e-14)
+    np.testing.assert_array_equal(x, x0)
+    assert first[4] is not x  # an input returned is a copy
+    for g, w in zip(first, want):
+        np.testing.assert_allclose(g, w, rtol=1e-14)
+
+
+def test_mlp_example_train_step_matches_numpy():
+    spec = importlib.util.spec_from_file_location("mlp_example", ROOT / "examples" / "mlp.py")
+    mlp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mlp)
+    params, (x, y) = mlp.init_params(), mlp.make_data()
+    step_l = gc.compile(mlp.train_step, backend=BE)
+    step_n = gc.compile(mlp.train_step, backend="numpy")
+    pl, pn = params, params
+    for _ in range(5):
+        vl, pl = step_l(pl, x, y)
+        vn, pn = step_n(pn, x, y)
+        np.testing.assert_allclose(vl, vn, rtol=1e-5)
+    for k in params:
+        np.testing.assert_allclose(pl[k], pn[k], rtol=1e-4, atol=1e-5)
+
+
+def test_empty_arrays():
+    x, w = np.zeros((0, 3)), np.ones((3, 2))
+    f = lambda x, w: (x * 2.0, gc.sum(x, axis=0), x @ w, gc.pad(x, ((1, 1), (0, 0))))  # noqa: E731
+    got = gc.compile(f, backend=BE)(x, w)
+    want = interpret(gc.trace(f, x, w), x, w)
+    for g, v in zip(got, want):
+        assert g.shape == v.shape
+        np.testing.assert_array_equal(g, v)
+
+
+def test_llvm_tables_cover_every_kernel_ir_op():
+    from graphc import kernel as K
+    from graphc.ops import FLOAT_UNARY, OPS
+    for op in K.UNARY_OPS:
+        assert (op, "float") in llvm_backend.UNARY, op
+        if Op(op) not in FLOAT_UNARY:
+            assert (op, "int") in llvm_backend.UNARY, op
+    for op in K.BINARY_OPS:
+        assert (op, "float") in llvm_backend.BINARY, op
+        if op != "pow":
+            assert (op, "int") in llvm_backend.BINARY, op
+    assert ("eq", "bool") in llvm_backend.BINARY and ("ne", "bool") in llvm_backend.BINARY

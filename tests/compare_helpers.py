@@ -1,0 +1,56 @@
+"""Pytest helpers over graphc.compare: assert that a backend agrees with the reference
+interpreter, and explain where it does not (the compare table and the divergence report:
+the first kernel and op outside tolerance, with the user's line).
+
+    from compare_helpers import BACKENDS, assert_agrees
+
+    @pytest.mark.parametrize("backend", BACKENDS)
+    def test_something(backend):
+        assert_agrees(fn, args, backend)                    # forward values
+        assert_agrees(fn, args, backend, grad=True)         # and gradients
+
+BACKENDS is every registered backend (graphc.backends.names()), so a backend added to the
+registry is tested by every suite that uses it without any change.
+"""
+from __future__ import annotations
+
+import pytest
+
+from graphc import backends
+from graphc import compare as C
+
+BACKENDS = backends.names()
+
+
+def assert_agrees(fn, args, backend, *, tol=None, grad: bool = False, argnums=None,
+                  passes=None, context: str = ""):
+    """Compare fn(*args) on `backend` (a name or object) with the reference; with grad=True
+    also gc.value_and_grad(fn) (a non-scalar fn is projected to a scalar). `tol`: None (each
+    output's class from the ops it depends on), a class name or a Tol. Fails with the table
+    and the divergence report. Returns the list of Comparisons."""
+    args = tuple(args)
+    if grad:
+        vg, nums, _ = C.grad_function(fn, args, argnums)
+        results = [C.compare_function(vg, args, [backend], tol=tol, repeat=1, passes=passes,
+                                      argnums=nums, title="gradients")]
+    else:
+        results = [C.compare_function(fn, args, [backend], tol=tol, repeat=1, passes=passes,
+                                      title="forward")]
+    bad = [c for c in results if not c.ok]
+    for c in results:
+        for r in c.runs:
+            if not r.available:
+                pytest.fail(f"backend {r.backend!r} is registered but not available: {r.why}")
+    if bad:
+        lines = [context] if context else []
+        for c in bad:
+            lines.append(c.table())
+            for r in c.failures():
+                if r.error:
+                    lines.append(f"backend {r.backend!r} failed: {r.error}")
+                    continue
+                d = C.find_divergence(c.fn, args, c.backends[r.backend], passes=passes, tol=tol)
+                lines.append(d.report() if d is not None else
+                             "(no single kernel diverges; see the table)")
+        pytest.fail("\n".join(lines), pytrace=False)
+    return results
