@@ -446,7 +446,9 @@ class LLVMProgram:
         args = check_args(self.graph, arrays, stage="run (llvm)")
         env: dict[int, np.ndarray] = {}
         for n, a in zip(self.graph.inputs, args):
-            env[id(n)] = np.ascontiguousarray(a)
+            # (ascontiguousarray turns a 0-d array into shape (1,): keep the input's shape,
+            # an input may be returned as an output unchanged)
+            env[id(n)] = np.ascontiguousarray(a).reshape(a.shape)
         arena = np.empty(self.arena_bytes, np.uint8) if self.arena_bytes else None
         for s in self.steps:
             n = s.node

@@ -85,6 +85,15 @@ def _split(x, y, test_size, seed, names=()) -> Split:
     return Split(xtr, ytr, xte, yte, tuple(names))
 
 
+def holdout(split: Split, fraction: float = 0.15, seed: int = SEED) -> tuple[Split, tuple]:
+    """Split a validation set off the training set (stratified): (smaller split, (x_val, y_val)).
+    Early stopping and best-checkpoint selection look at the validation set only, so the test
+    accuracy stays an unbiased estimate."""
+    inner = _split(split.x_train, split.y_train, fraction, seed, split.names)
+    return (Split(inner.x_train, inner.y_train, split.x_test, split.y_test, split.names),
+            (inner.x_test, inner.y_test))
+
+
 def standardize(split: Split) -> Split:
     """Zero mean, unit variance per feature, with the training set's statistics only."""
     mu, sd = split.x_train.mean(0), split.x_train.std(0)

@@ -95,28 +95,28 @@ def mlp():
 
 
 def plot_weights(weights, path):
+    """One mosaic image (a row of ten 8x8 class images per penalty) and a histogram of |w|
+    (a single imshow: 30 small axes would cost seconds to lay out)."""
     plt = pyplot()
-    fig = plt.figure(figsize=(13, 5.5))
-    gs = fig.add_gridspec(3, 13)
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.2), gridspec_kw={"width_ratios": [3, 1]})
     vmax = max(np.abs(w).max() for w in weights.values())
-    for row, (name, w) in enumerate(weights.items()):
+    rows = len(weights)
+    mosaic = np.full((rows * 9 - 1, 10 * 9 - 1), np.nan)
+    for r, w in enumerate(weights.values()):
         for c in range(10):
-            ax = fig.add_subplot(gs[row, c])
-            ax.imshow(w[c].reshape(8, 8), cmap="RdBu_r", vmin=-vmax, vmax=vmax)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(name)
-            if row == 0:
-                ax.set_title(f"class {c}", fontsize=8)
-    ax = fig.add_subplot(gs[:, 10:])
+            mosaic[r * 9:r * 9 + 8, c * 9:c * 9 + 8] = w[c].reshape(8, 8)
+    im = axes[0].imshow(mosaic, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+    axes[0].set_xticks([c * 9 + 3.5 for c in range(10)], [f"class {c}" for c in range(10)], fontsize=8)
+    axes[0].set_yticks([r * 9 + 3.5 for r in range(rows)], list(weights))
+    axes[0].set_title("weights of each class as an 8x8 image")
+    fig.colorbar(im, ax=axes[0], fraction=0.02)
     bins = np.logspace(-6, 1, 40)
     for name, w in weights.items():
-        ax.hist(np.abs(w).ravel() + 1e-7, bins=bins, histtype="step", lw=1.5, label=name)
-    ax.set_xscale("log")
-    ax.axvline(ZERO, color="k", ls=":", lw=1)
-    ax.set(xlabel="|w|", ylabel="count", title="weight magnitudes")
-    ax.legend()
+        axes[1].hist(np.abs(w).ravel() + 1e-7, bins=bins, histtype="step", lw=1.5, label=name)
+    axes[1].set_xscale("log")
+    axes[1].axvline(ZERO, color="k", ls=":", lw=1)
+    axes[1].set(xlabel="|w|", ylabel="count", title="weight magnitudes")
+    axes[1].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

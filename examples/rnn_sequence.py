@@ -108,7 +108,7 @@ def plot(runs, path):
 
 def main(argv=None) -> dict:
     args = parse_args(argv, __doc__, epochs=dict(type=int, default=None,
-                                                  help="epochs (default 12, --quick 4)"))
+                                                  help="epochs (default 12, --quick 3)"))
     with blas_threads(1):
         return run(args)
 
@@ -117,7 +117,7 @@ def run(args) -> dict:
     t0 = time.perf_counter()
     xtr, ytr, xte, yte = load_digits_split()
     xtr, xte = xtr.reshape(-1, 8, 8), xte.reshape(-1, 8, 8)   # (N, T = 8 rows, 8 pixels)
-    epochs = args.epochs or (4 if args.quick else 12)
+    epochs = args.epochs or (3 if args.quick else 12)
     mode = "quick" if args.quick else "full"
     print(f"Digits as sequences of 8 rows of 8 pixels ({len(xtr)} train / {len(xte)} test); "
           f"hidden {HIDDEN}, Adam lr 0.01, batch 32, {epochs} epochs")

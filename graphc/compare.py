@@ -82,6 +82,7 @@ def resolve_backends(spec=None) -> list[BackendChoice]:
     elif not isinstance(spec, (list, tuple)):
         spec = [spec]
     reg = _registry()
+    status = None
     out = []
     for b in spec:
         if not isinstance(b, str):
@@ -93,7 +94,8 @@ def resolve_backends(spec=None) -> list[BackendChoice]:
         if b not in reg.names():
             raise BackendError(f"unknown backend {b!r}; registered: {', '.join(reg.names())}",
                                stage="compare")
-        ok, why = reg.available().get(b, (False, "not registered"))
+        status = reg.available() if status is None else status
+        ok, why = status.get(b, (False, "not registered"))
         out.append(BackendChoice(b, reg.get(b)) if ok else BackendChoice(b, None, why))
     return out
 
@@ -268,6 +270,7 @@ class BackendRun:
     error: str = ""
     divergence: "Divergence | None" = None
     diagnosis: str = ""        # why there is no divergence report, when there is none
+    graph: Graph | None = None  # what the backend compiled (the optimized stage)
 
     @property
     def ok(self) -> bool:
@@ -364,6 +367,7 @@ def compare_function(fn: Callable, args, backends=None, *, tol=None, repeat: int
         try:
             c = Compiled(fn, choice.backend, passes=passes)
             entry = c.lower(*args)
+            run.graph = entry.stages["optimized"]
             run.compile_s = sum(entry.times.values())
             got = entry.program(*arrays)
             run.run_s = _median_time(lambda: entry.program(*arrays), repeat)
@@ -543,8 +547,11 @@ def find_divergence(fn_or_compiled, args, backend=None, *, passes: str | None = 
     reference interpreter's value for the same node of the same graph (see the module doc).
     None when every kernel and every output agree. `fn_or_compiled`: a function, or a Compiled
     (its backend and passes are the defaults). `tol` forces a class name or Tol."""
+    compiled = None
     if isinstance(fn_or_compiled, Compiled):
         fn = fn_or_compiled.fn
+        if backend is None and passes is None:
+            compiled = fn_or_compiled  # reuse its cache
         backend = fn_or_compiled.backend if backend is None else backend
         passes = fn_or_compiled.passes if passes is None else passes
     else:
@@ -554,7 +561,7 @@ def find_divergence(fn_or_compiled, args, backend=None, *, passes: str | None = 
     be = get_backend(backend)
     bname = getattr(be, "name", type(be).__name__)
     args = tuple(args)
-    entry = Compiled(fn, be, passes=passes).lower(*args)
+    entry = (compiled or Compiled(fn, be, passes=passes)).lower(*args)
     graph = entry.stages["optimized"]
     arrays = flat_arrays(args)
     outs, env = interpret(graph, *arrays, keep=True)
@@ -578,15 +585,22 @@ def find_divergence(fn_or_compiled, args, backend=None, *, passes: str | None = 
                           s.attrs["body"] if s.op is Op.FUSED else None, note)
     # every kernel agrees when its result is kept: do the real program's outputs?
     real = entry.program(*arrays)
-    for o, g, w in zip(graph.outputs, real, outs):
+    for k, (o, g, w) in enumerate(zip(graph.outputs, real, outs)):
         t = _tol_for(o, classes, tol)
         d = T.diff(g, w, t)
         if not d.ok:
             idx = next((i for i, s in enumerate(steps) if s is o), -1)
+            if o.op in (Op.INPUT, Op.CONST):
+                what = "input" if o.op is Op.INPUT else "constant"
+                note = (f"output {k} is a graph {what} returned unchanged (no kernel computes "
+                        f"it), and the backend returns it wrongly"
+                        + (f": {d.note}" if d.note else ""))
+            else:
+                note = ("every kernel is right when its result is kept as an output, but the "
+                        "program's outputs are not: buffers are reused or written in place "
+                        "wrongly (the memory plan)" + (f"; {d.note}" if d.note else ""))
             return Divergence(bname, graph, o if idx >= 0 else None, idx, len(steps), d, t, None,
-                              note="every kernel is right when its result is kept as an output, "
-                                   "but the program's outputs are not: buffers are reused or "
-                                   "written in place wrongly (the memory plan)")
+                              note=note)
     return None
 
 

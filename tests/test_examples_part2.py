@@ -145,3 +145,18 @@ def test_seq2seq_attention(tmp_path):
     band = [w[i, L - 1 - i] + (w[i, L - i] if i else 0) for i in range(L)]
     assert np.mean(band) > 3 / L
     assert m["ok"]
+
+
+def test_regularization(tmp_path):
+    m = _run("regularization", tmp_path)
+    ex = m["lecture"]                          # lecture 9.18
+    assert ex["W1"]["score"] == ex["W2"]["score"] == 2.0
+    assert (ex["W1"]["l1"], ex["W2"]["l1"]) == (1.0, 1.75)
+    assert (ex["W1"]["l2"], ex["W2"]["l2"]) == (1.0, 0.8125)
+    assert m["prefer_l1"] == "W1" and m["prefer_l2"] == "W2"
+    p = m["penalties"]
+    assert p["L1"]["zero_fraction"] > 0.15 > 5 * max(p["none"]["zero_fraction"], p["L2"]["zero_fraction"])
+    assert p["L2"]["l2"] < 0.7 * p["none"]["l2"] and p["L1"]["l1"] < 0.8 * p["none"]["l1"]
+    assert all(r["test_acc"] > 0.93 for r in p.values())
+    c = m["clipping"]
+    assert c["no clipping"]["test_acc"] < 0.3 < 0.8 < c["clip_grad_norm 1.0"]["test_acc"]

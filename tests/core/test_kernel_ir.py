@@ -66,8 +66,10 @@ Y = rng.standard_normal(4)
     ("matmul_batch", gc.matmul, (rng.standard_normal((2, 1, 3, 4)),
                                  rng.standard_normal((5, 4, 2))), "matmul"),
     ("movement", lambda x: gc.pad(x, ((1, 2), (0, 3)), constant_values=1.5), (X,), "movement"),
-    ("concat", lambda x, y: gc.concatenate([x, x[:1] * 2.0, y.reshape(1, 4)]),
-     (X, Y), "movement"),
+    ("concat", lambda x, y: gc.concatenate([x, x[:1], y.reshape(1, 4)]), (X, Y), "movement"),
+    # concat is index arithmetic + select (fusion rule F2): it absorbs elementwise producers
+    ("concat_fused", lambda x, y: gc.concatenate([x, x[:1] * 2.0, y.reshape(1, 4)]),
+     (X, Y), "elementwise"),
     ("view", lambda x: gc.transpose(x), (X,), "view"),
     ("rand", lambda k: gc.random_uniform(k, (3, 5)), (np.int64(-7),), "elementwise"),
     ("ints", lambda a, b: gc.divide(a, b) * 3 - gc.maximum(a, b), (np.array([-7, 7, -8, 9, 0]),
