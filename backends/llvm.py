@@ -15,7 +15,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
-import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -30,10 +30,9 @@ from graphc.printer import format_node, node_names
 from graphc.types import DType
 
 register_internal_dir(__file__)
+from graphc.backends.llvm_cache import _MEMORY as _COMPILED  # noqa: E402  (key -> compiled module)
 
 PARALLEL_MIN_WORK = 1 << 16   # loop iterations (all levels) below which a kernel runs on one thread
-_COMPILED: dict[str, tuple] = {}  # IR text hash -> (engine, {kernel name: address}); in memory
-_LOCK = threading.Lock()
 _POOL: list = []
 
 
@@ -353,36 +352,27 @@ def _machine():
 
 def jit(module_text: str, names: list[str], opt: int = 3):
     """Parse, verify, optimise (new pass manager) and JIT a module; {name: address}.
-    Cached in memory by the text's hash (a disk cache of object code is a later step)."""
-    import llvmlite.binding as llvm
-    key = hashlib.sha256(f"O{opt}\n{module_text}".encode()).hexdigest()
-    with _LOCK:
-        hit = _COMPILED.get(key)
-        if hit is not None:
-            return hit[1]
-        tm = _target()[0]
-        try:
-            mod = llvm.parse_assembly(module_text)
-            mod.verify()
-        except RuntimeError as e:  # the verifier's message, verbatim
-            raise BackendError(f"LLVM rejected the generated module:\n{e}",
-                               stage="compile (llvm)") from e
-        if opt:
-            pto = llvm.create_pipeline_tuning_options(speed_level=opt)
-            pb = llvm.create_pass_builder(tm, pto)
-            pb.getModulePassManager().run(mod, pb)
-        engine = llvm.create_mcjit_compiler(mod, _machine())
-        engine.finalize_object()
-        addrs = {n: engine.get_function_address(n) for n in names}
-        _COMPILED[key] = (engine, addrs, str(mod))
-        return addrs
+    Cached in memory and on disk (backends/llvm_cache.py)."""
+    return jit_info(module_text, names, opt)[0]
+
+
+def jit_info(module_text: str, names: list[str], opt: int = 3):
+    """({name: address}, llvm_cache.CompileInfo: memory/disk/compiled and phase times)."""
+    from graphc.backends import llvm_cache
+    return llvm_cache.lookup(module_text, names, opt, _target()[0], _machine)
+
+
+def clear_memory_cache():
+    """Forget the compiled modules held in memory (the disk cache stays; programs compiled
+    before keep their code alive)."""
+    from graphc.backends import llvm_cache
+    llvm_cache.clear_memory()
 
 
 def optimized_ir(module_text: str, opt: int = 3) -> str | None:
     """The optimised LLVM IR of a module compiled before (for inspection)."""
-    key = hashlib.sha256(f"O{opt}\n{module_text}".encode()).hexdigest()
-    hit = _COMPILED.get(key)
-    return hit[2] if hit else None
+    from graphc.backends import llvm_cache
+    return llvm_cache.optimized_ir(module_text, opt)
 
 
 # ---- runtime ------------------------------------------------------------------------------------------
@@ -514,6 +504,9 @@ class LLVMBackend:
     def compile(self, graph: Graph) -> LLVMProgram:
         graph, nodes, kernels = self.lower(graph)
         text, source = self.render(graph, nodes, kernels)
-        addrs = jit(text, [k.name for k in kernels], self.opt)
+        t0 = time.perf_counter()
+        addrs, info = jit_info(text, [k.name for k in kernels], self.opt)
         steps = [_Step(n, k, addrs[k.name], self.threads) for n, k in zip(nodes, kernels)]
-        return LLVMProgram(graph, steps, source, kernels, text)
+        prog = LLVMProgram(graph, steps, source, kernels, text)
+        prog.compile_info, prog.compile_s = info, time.perf_counter() - t0
+        return prog

@@ -4,4 +4,5 @@ time (tests/core/test_fusion.py runs `passes` once with tiny sizes to keep it wo
 
 BENCHMARKS = {
     "passes": "benchmarks.passes",   # what simplification, CSE and fusion buy on NumPy
+    "llvm": "benchmarks.workloads",  # workloads: numpy by hand vs graphc numpy vs graphc llvm
 }

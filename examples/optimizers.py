@@ -196,8 +196,8 @@ def plot_toys(results, path):
         ax.plot(*((0, 0) if problem == "quadratic" else (1, 1)), "k*", ms=12)
         ax.set_xlim(gx[0], gx[-1])
         ax.set_ylim(gy[0], gy[-1])
-        ax.set_title({"quadratic": "10θ₁² + 0.5θ₂²", "rosenbrock": "(1 − x)² + 100(y − x²)²"}[problem]
-                     + ": paths")
+        formula = {"quadratic": "10θ₁² + 0.5θ₂²", "rosenbrock": "(1 − x)² + 100(y − x²)²"}
+        ax.set_title(f"{formula[problem]}: paths")
         ax.legend(fontsize=8)
         ax = axes[1, col]
         for name, (losses, _) in runs.items():

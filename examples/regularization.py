@@ -84,7 +84,8 @@ def train(model, opt, data, epochs, seed=0, **kw):
             value, norm, params, state = step(params, state, xtr[b], ytr[b], opt.lr)
             losses.append(float(value))
             norms.append(float(norm))
-    predict = gc.compile(lambda p, x: nn.functional_call(model, p, x), backend=kw.get("backend", "numpy"))
+    predict = gc.compile(lambda p, x: nn.functional_call(model, p, x),
+                         backend=kw.get("backend", "numpy"))
     acc = float(np.mean(predict(params, xte).argmax(1) == yte))
     return params, acc, np.array(losses), np.array(norms)
 

@@ -117,10 +117,12 @@ def plot(example_w, mean_w, src, path):
     for ax, w, title in ((axes[0], example_w, "one test sequence"),
                          (axes[1], mean_w, "mean over the test set")):
         im = ax.imshow(w, cmap="viridis", vmin=0, vmax=1)
+        ax.plot(np.arange(L)[::-1], np.arange(L), "w.", ms=5, label="j = L−1−i")
         ax.set_xlabel("source position j")
         ax.set_ylabel("output position i")
         ax.set_title(f"attention α_ij, {title}")
         fig.colorbar(im, ax=ax, fraction=0.046)
+    axes[1].legend(loc="lower right", fontsize=8)
     axes[0].set_xticks(range(L), [f"{j}\n{SYMBOLS[t]}" for j, t in enumerate(src)])
     axes[0].set_yticks(range(L), [f"{i} {SYMBOLS[t]}" for i, t in enumerate(src[::-1])])
     fig.tight_layout()
@@ -167,7 +169,8 @@ def run(args) -> dict:
     exact = float(np.mean(offset == 0))
     on_anti = float(np.mean((offset == 0) | (offset == 1)))   # the band {L−1−i, L−i}
     rows = np.arange(L)
-    band = weights[:, rows, anti] + np.where(anti + 1 < L, weights[:, rows, np.minimum(anti + 1, L - 1)], 0)
+    right = np.where(anti + 1 < L, weights[:, rows, np.minimum(anti + 1, L - 1)], 0)
+    band = weights[:, rows, anti] + right
     mass = float(np.mean(band))
     need = THRESHOLDS[mode]
     print(f"\nTest ({len(xte)} unseen sequences): teacher-forced token accuracy {forced:.3f}; "

@@ -76,8 +76,14 @@ STAGE_NOTES = {
               "call; `grad` markers (yellow) stand for the gradients asked for",
     "backward": "the autodiff pass replaced each grad marker by the derived backward graph "
                 "(dashed red nodes: the chain rule applied node by node, in reverse)",
-    "optimized": "after constant folding, common-subexpression elimination and dead-code "
-                 "elimination: the graph the backend turns into code",
+    "simplified": "constants folded, identities such as x*1 rewritten, common subexpressions "
+                  "shared, dead code dropped",
+    "fused": "ops grouped into kernels (the clusters), each labelled with its kind and the "
+             "fusion rule that formed it: elementwise chains, reductions with their prologue "
+             "and epilogue, matmuls with their bias/activation/update epilogue",
+    "scheduled": "the kernels in execution order, each result placed in a memory arena at an "
+                 "offset chosen from liveness (or in place over an input that dies)",
+    "optimized": "the graph the backend turns into code (the last stage)",
 }
 
 

@@ -107,7 +107,7 @@ def to_dot(graph: Graph, title: str | None = None, params: set[int] | None = Non
                     mem = (f", arena+{b}" if b >= 0 else ", own buffer") + \
                         (", in place" if n.attrs["inplace"] else "")
                 reason = n.attrs["reason"].split("; ")[0]
-                pen = ', penwidth=4, color="#e03131"' if id(n) in highlight else ""
+                pen = '; penwidth=4; color="#e03131"' if id(n) in highlight else ""
                 lines.append(f'{indent}subgraph cluster_{prefix}{n.attrs["name"]} {{')
                 lines.append(f'{indent}  label="{n.attrs["name"]}: {k} kernel{mem}\\l'
                              f'{_esc(reason[:70])}\\l"; labeljust=l; fontsize=9; '

@@ -1,0 +1,50 @@
+"""What every kernel backend's runtime does the same way, whatever runs the kernels:
+
+    kernel_nodes(graph)   the scheduled graph's fused nodes, in run order, with their kernels
+    arena_offset(node)    where the memory plan put a kernel's result (-1: its own buffer)
+    arena_bytes(nodes)    the size of the intermediate arena the plan asks for
+    host_outputs(...)     the graph's outputs as fresh numpy arrays (inputs and constants
+                          returned unchanged are copied, so callers never alias)
+
+The LLVM backend (backends/llvm.py) has the same logic inline; it can import it from here.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from graphc.ir import Graph, Node
+from graphc.lower import as_kernels, lower_kernel
+from graphc.ops import Op
+from graphc.printer import node_names
+
+
+def kernel_nodes(graph: Graph):
+    """(graph with every op in a kernel, fused nodes in run order, their kernel IR)."""
+    graph = as_kernels(graph)
+    names = node_names(graph)
+    nodes = [n for n in graph.nodes if n.op is Op.FUSED]
+    return graph, nodes, [lower_kernel(n, names) for n in nodes]
+
+
+def arena_offset(node: Node) -> int:
+    """Byte offset of the node's result in the arena, or -1 when it gets its own buffer.
+    View kernels copy (the plan lets them alias their source; we never write there)."""
+    return node.attrs.get("buffer", -1) if node.attrs["kind"] != "view" else -1
+
+
+def arena_bytes(nodes) -> int:
+    return max((arena_offset(n) + n.type.nbytes for n in nodes if arena_offset(n) >= 0),
+               default=0)
+
+
+def host_outputs(graph: Graph, value) -> tuple:
+    """The outputs: `value(node)` (a fresh numpy array) for kernel results; an input or a
+    constant returned as is is copied from `value(node)` (None for a constant)."""
+    outs = []
+    for o in graph.outputs:
+        if o.op is Op.FUSED:
+            outs.append(value(o))
+        else:
+            v = value(o)
+            outs.append(np.array(v if v is not None else o.attrs["value"].array))
+    return tuple(outs)

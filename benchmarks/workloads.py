@@ -1,0 +1,343 @@
+"""Workloads across implementations: the same step written by hand in NumPy, compiled by
+graphc for its numpy backend and for its llvm backend, timed in one process.
+
+    python -m benchmarks llvm              # the full run (about 2-3 minutes)
+    python -m benchmarks llvm --quick      # tiny sizes, one round (what the test runs)
+    python -m benchmarks llvm --only=gemm  # workloads whose name contains "gemm"
+
+Workloads (float32):
+  W1 mlp   training step 784-512-256-10, ReLU, softmax cross-entropy, batch 128 (fwd+bwd+SGD)
+  W2 cnn   LeNet-style training step, 1x28x28 batch 64: conv 5x5 1->6 pad 2, ReLU, max-pool 2,
+           conv 5x5 6->16, ReLU, max-pool 2, linear 400->120, ReLU, linear -> 10, softmax CE
+  W3 lstm  training step, input 32, hidden 128, seq 32, batch 32, classify from the last h
+  W4 ew    an 8-op elementwise chain on 4M floats; row softmax 4096x1024
+  W5 infer MLP inference 784-512-256-10 at batch 1 and 256
+  gemm     512, 1024, 2048 square matmul (GFLOP/s column)
+Then the first-call compile time of W1 on llvm with an empty disk cache and from the disk
+cache (the in-memory cache cleared in between).
+
+Implementations run interleaved (the order rotating each round), the table gives medians and
+the ratio to hand-written NumPy; each graphc result is checked against the hand-written one
+first. PyTorch/JAX rows would be added when importable (they are not installed here).
+NumPy's BLAS runs with its default threads; the llvm backend uses all cores.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+import graphc as gc
+from benchmarks.passes import (_conv_bwd, _conv_fwd, _data, _init, mlp_numpy, mlp_step,
+                               np_softmax_ce, relu, sgd, softmax_ce)
+
+IMPLS = ("numpy by hand", "graphc numpy", "graphc llvm")
+
+
+@dataclass
+class Row:
+    workload: str
+    impl: str
+    median_s: float
+    flops: float | None = None
+    note: str = ""
+
+
+# ---- W1 / W5: MLP ------------------------------------------------------------------------------
+def _mlp_params(rng, sizes):
+    p = {}
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:]), 1):
+        p[f"W{i}"], p[f"b{i}"] = _init(rng, (a, b), a), np.zeros(b, np.float32) + 0.01
+    return p
+
+
+def mlp_problem(q):
+    sizes, batch = ([784, 512, 256, 10], 128) if not q else ([12, 8, 6, 3], 4)
+    rng = np.random.default_rng(0)
+    x, y = _data(rng, (batch, sizes[0]), sizes[-1])
+    return (f"W1 mlp train {'-'.join(map(str, sizes))} b{batch}", mlp_step, mlp_numpy,
+            (_mlp_params(rng, sizes), x, y), None)
+
+
+def _mlp_fwd(params, x, xp=None):
+    n = len(params) // 2
+    h = x
+    for i in range(1, n + 1):
+        h = h @ params[f"W{i}"] + params[f"b{i}"]
+        if i < n:
+            h = relu(h) if xp is None else np.maximum(h, 0)
+    return h
+
+
+def infer_problems(q):
+    sizes = [784, 512, 256, 10] if not q else [12, 8, 6, 3]
+    rng = np.random.default_rng(5)
+    p = _mlp_params(rng, sizes)
+    out = []
+    for b in ((1, 256) if not q else (1, 4)):
+        x = rng.standard_normal((b, sizes[0])).astype(np.float32)
+        out.append((f"W5 mlp infer b{b}", lambda p, x: _mlp_fwd(p, x),
+                    lambda p, x: _mlp_fwd(p, x, np), (p, x), None))
+    return out
+
+
+# ---- W2: LeNet-style CNN -----------------------------------------------------------------------
+def cnn_loss(p, x, onehot):
+    import graphc.nn.functional as F
+    h = F.max_pool2d(relu(F.conv2d(x, p["K1"], p["c1"], padding=2)), 2)
+    h = F.max_pool2d(relu(F.conv2d(h, p["K2"], p["c2"])), 2)
+    h = gc.reshape(h, (h.shape[0], -1))
+    h = relu(h @ p["W1"] + p["b1"])
+    return softmax_ce(h @ p["W2"] + p["b2"], onehot)
+
+
+def cnn_step(p, x, onehot):
+    loss, g = gc.value_and_grad(cnn_loss)(p, x, onehot)
+    return loss, sgd(p, g)
+
+
+def _pool_fwd(y):
+    N, C, H, W = y.shape
+    return y.reshape(N, C, H // 2, 2, W // 2, 2).max(axis=(3, 5))
+
+
+def _pool_bwd(dp, y, p):
+    N, C, H, W = y.shape
+    m = y.reshape(N, C, H // 2, 2, W // 2, 2) == p[:, :, :, None, :, None]
+    return (m * dp[:, :, :, None, :, None]).reshape(y.shape)  # ties: masked by ReLU below
+
+
+def cnn_numpy(p, x, onehot):
+    y1, c1 = _conv_fwd(x, p["K1"], p["c1"], 1, 2)
+    a1 = np.maximum(y1, 0)
+    p1 = _pool_fwd(a1)
+    y2, c2 = _conv_fwd(p1, p["K2"], p["c2"], 1, 0)
+    a2 = np.maximum(y2, 0)
+    p2 = _pool_fwd(a2)
+    f = p2.reshape(p2.shape[0], -1)
+    z1 = f @ p["W1"] + p["b1"]
+    h = np.maximum(z1, 0)
+    loss, dz = np_softmax_ce(h @ p["W2"] + p["b2"], onehot)
+    g = {"W2": h.T @ dz, "b2": dz.sum(axis=0)}
+    dz1 = (dz @ p["W2"].T) * (z1 > 0)
+    g["W1"], g["b1"] = f.T @ dz1, dz1.sum(axis=0)
+    da2 = _pool_bwd((dz1 @ p["W1"].T).reshape(p2.shape), a2, p2) * (y2 > 0)
+    g["K2"], g["c2"], dp1 = _conv_bwd(da2, p1, p["K2"], 1, 0, c2, True)
+    da1 = _pool_bwd(dp1, a1, p1) * (y1 > 0)
+    g["K1"], g["c1"], _ = _conv_bwd(da1, x, p["K1"], 1, 2, c1, False)
+    return loss, {k: p[k] - np.float32(0.05) * g[k] for k in p}
+
+
+def cnn_problem(q):
+    N, S, C1, C2, F1 = (64, 28, 6, 16, 120) if not q else (2, 12, 2, 3, 5)
+    rng = np.random.default_rng(1)
+    flat = C2 * ((S // 2 - 4) // 2) ** 2
+    p = {"K1": _init(rng, (C1, 1, 5, 5), 25), "c1": np.zeros(C1, np.float32) + 0.01,
+         "K2": _init(rng, (C2, C1, 5, 5), 25 * C1), "c2": np.zeros(C2, np.float32) + 0.01,
+         "W1": _init(rng, (flat, F1), flat), "b1": np.zeros(F1, np.float32) + 0.01,
+         "W2": _init(rng, (F1, 10), F1), "b2": np.zeros(10, np.float32)}
+    x, y = _data(rng, (N, 1, S, S), 10)
+    return f"W2 cnn train 1x{S}x{S} b{N}", cnn_step, cnn_numpy, (p, x, y), None
+
+
+# ---- W3: LSTM ----------------------------------------------------------------------------------
+def _sig(z):
+    return 1.0 / (1.0 + gc.exp(-z))
+
+
+def lstm_loss(p, x, onehot):
+    T, H = x.shape[0], p["Wh"].shape[0]
+    h = c = None
+    for t in range(T):
+        a = x[t] @ p["Wx"] + p["b"] + (0.0 if h is None else h @ p["Wh"])
+        i, f = _sig(a[:, 0:H]), _sig(a[:, H:2 * H])
+        g, o = gc.tanh(a[:, 2 * H:3 * H]), _sig(a[:, 3 * H:4 * H])
+        c = i * g if c is None else f * c + i * g
+        h = o * gc.tanh(c)
+    return softmax_ce(h @ p["W"] + p["bW"], onehot)
+
+
+def lstm_step(p, x, onehot):
+    loss, g = gc.value_and_grad(lstm_loss)(p, x, onehot)
+    return loss, sgd(p, g)
+
+
+def lstm_numpy(p, x, onehot):
+    T, B = x.shape[:2]
+    H = p["Wh"].shape[0]
+    h, c = np.zeros((B, H), np.float32), np.zeros((B, H), np.float32)
+    cache = []
+    for t in range(T):
+        a = x[t] @ p["Wx"] + p["b"] + h @ p["Wh"]
+        s = 1.0 / (1.0 + np.exp(-a))
+        i, f, o, g = s[:, :H], s[:, H:2 * H], s[:, 3 * H:], np.tanh(a[:, 2 * H:3 * H])
+        cache.append((h, c, i, f, g, o))
+        c = f * c + i * g
+        tc = np.tanh(c)
+        h = o * tc
+        cache[-1] += (tc,)
+    loss, dz = np_softmax_ce(h @ p["W"] + p["bW"], onehot)
+    gr = {"W": h.T @ dz, "bW": dz.sum(axis=0), "Wx": np.zeros_like(p["Wx"]),
+          "Wh": np.zeros_like(p["Wh"]), "b": np.zeros_like(p["b"])}
+    dh, dc = dz @ p["W"].T, np.zeros((B, H), np.float32)
+    for t in range(T - 1, -1, -1):
+        hp, cp, i, f, g, o, tc = cache[t]
+        dc = dc + dh * o * (1 - tc * tc)
+        da = np.concatenate([dc * g * i * (1 - i), dc * cp * f * (1 - f), dc * i * (1 - g * g),
+                             dh * tc * o * (1 - o)], axis=1)
+        dc = dc * f
+        gr["Wx"] += x[t].T @ da
+        gr["Wh"] += hp.T @ da
+        gr["b"] += da.sum(axis=0)
+        dh = da @ p["Wh"].T
+    return loss, {k: p[k] - np.float32(0.05) * gr[k] for k in p}
+
+
+def lstm_problem(q):
+    T, B, I, H = (32, 32, 32, 128) if not q else (3, 2, 4, 5)
+    rng = np.random.default_rng(2)
+    p = {"Wx": _init(rng, (I, 4 * H), I), "Wh": _init(rng, (H, 4 * H), H),
+         "b": np.zeros(4 * H, np.float32) + 0.01, "W": _init(rng, (H, 10), H),
+         "bW": np.zeros(10, np.float32)}
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, B)]
+    return f"W3 lstm train T{T} b{B} i{I} h{H}", lstm_step, lstm_numpy, (p, x, y), None
+
+
+# ---- W4: elementwise chain, row softmax ----------------------------------------------------------
+def chain(x, xp=gc):
+    return xp.tanh(x * 0.5 + 1.0) * xp.exp(-(x * x)) + xp.sqrt(xp.abs(x))  # 8 ops
+
+
+def softmax(x, xp=gc):
+    e = xp.exp(x - xp.max(x, axis=1, keepdims=True))
+    return e / xp.sum(e, axis=1, keepdims=True)
+
+
+def ew_problems(q):
+    rng = np.random.default_rng(3)
+    n, (r, c) = (1 << 22, (4096, 1024)) if not q else (1000, (7, 33))
+    x = rng.standard_normal(n).astype(np.float32)
+    s = rng.standard_normal((r, c)).astype(np.float32)
+    return [(f"W4 8-op chain {n}", chain, lambda x: chain(x, np), (x,), None),
+            (f"W4 row softmax {r}x{c}", softmax, lambda x: softmax(x, np), (s,), None)]
+
+
+# ---- GEMM ----------------------------------------------------------------------------------------
+def gemm_problems(q):
+    rng = np.random.default_rng(4)
+    out = []
+    for n in ((512, 1024, 2048) if not q else (8, 17)):
+        a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+        out.append((f"gemm {n}", lambda a, b: a @ b, np.matmul, (a, b), 2.0 * n ** 3))
+    return out
+
+
+# ---- timing --------------------------------------------------------------------------------------
+def _leaves(x):
+    if isinstance(x, dict):
+        return [v for k in sorted(x) for v in _leaves(x[k])]
+    if isinstance(x, (tuple, list)):
+        return [v for e in x for v in _leaves(e)]
+    return [np.asarray(x)]
+
+
+def _check(got, want, what):
+    lg, lw = _leaves(got), _leaves(want)
+    assert len(lg) == len(lw), what
+    for a, b in zip(lg, lw):
+        scale = max(1.0, float(np.max(np.abs(b))) if b.size else 1.0)
+        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4 * scale, err_msg=what)
+
+
+def time_workload(name, step, by_hand, args, flops, budget_s, max_reps) -> list[Row]:
+    fns = {"numpy by hand": by_hand}
+    want = by_hand(*args)
+    for impl, be in (("graphc numpy", "numpy"), ("graphc llvm", "llvm")):
+        f = gc.compile(step, backend=be)
+        _check(f(*args), want, f"{name}: {impl} disagrees with numpy by hand")
+        fns[impl] = f
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    order, t_start, r = list(fns), time.perf_counter(), 0
+    while r < max_reps and (r < 3 or time.perf_counter() - t_start < budget_s):
+        k = r % len(order)
+        for impl in order[k:] + order[:k]:
+            t0 = time.perf_counter()
+            fns[impl](*args)
+            times[impl].append(time.perf_counter() - t0)
+        r += 1
+    return [Row(name, impl, statistics.median(ts), flops, f"{len(ts)} runs")
+            for impl, ts in times.items()]
+
+
+def compile_times(q) -> list[tuple[str, float]]:
+    """First call of W1 on llvm: with an empty disk cache, then from the disk cache only."""
+    from graphc.backends import llvm as L
+    name, step, _, args, _ = mlp_problem(q)
+    out = []
+    old = os.environ.get("GRAPHC_CACHE_DIR")
+    with tempfile.TemporaryDirectory() as d:
+        os.environ["GRAPHC_CACHE_DIR"] = d
+        try:
+            for label in ("cold (empty disk cache)", "warm (from disk cache)"):
+                L.clear_memory_cache()
+                f = gc.compile(step, backend="llvm")
+                t0 = time.perf_counter()
+                f(*args)
+                total = time.perf_counter() - t0
+                out.append((f"{label}: first call", total))
+        finally:
+            if old is None:
+                os.environ.pop("GRAPHC_CACHE_DIR", None)
+            else:
+                os.environ["GRAPHC_CACHE_DIR"] = old
+    return out
+
+
+def format_table(rows: list[Row]) -> str:
+    head = f"{'workload / implementation':<40}{'median':>11}{'vs numpy':>10}{'GFLOP/s':>9}  runs"
+    lines = [head, "-" * len(head)]
+    for w in dict.fromkeys(r.workload for r in rows):
+        rs = [r for r in rows if r.workload == w]
+        base = next(r.median_s for r in rs if r.impl == "numpy by hand")
+        lines.append(w)
+        for r in rs:
+            gf = f"{r.flops / r.median_s / 1e9:.1f}" if r.flops else ""
+            lines.append(f"  {r.impl:<38}{r.median_s * 1e3:>9.3f}ms{r.median_s / base:>9.2f}x"
+                         f"{gf:>9}  {r.note}")
+    return "\n".join(lines)
+
+
+def main(argv=None, quick: bool = False) -> list[Row]:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks llvm",
+                                 description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, one round")
+    ap.add_argument("--only", default="", help="run the workloads whose name contains this")
+    args = ap.parse_args(argv if argv is not None else [])
+    q = quick or args.quick
+    problems = [mlp_problem(q), cnn_problem(q), lstm_problem(q), *ew_problems(q),
+                *infer_problems(q), *gemm_problems(q)]
+    rows: list[Row] = []
+    for name, step, by_hand, ex, flops in problems:
+        if args.only and args.only not in name:
+            continue
+        big = flops is not None and flops > 5e9
+        budget, reps = (0.0, 1) if q else ((3.0, 5) if big else (6.0, 200))
+        rows += time_workload(name, step, by_hand, ex, flops, budget, reps)
+        print(format_table([r for r in rows if r.workload == name]).split("\n", 2)[2], flush=True)
+    print(f"\nworkloads ({'quick' if q else 'medians'}; numpy {np.__version__}, "
+          f"cpu count {os.cpu_count()})")
+    print(format_table(rows))
+    if not args.only or "W1" in args.only:
+        for label, s in compile_times(q):
+            print(f"W1 llvm compile, {label}: {s:.3f}s")
+    return rows
+
+
+if __name__ == "__main__":
+    main(None)
