@@ -31,6 +31,7 @@ from graphc.types import DType
 
 register_internal_dir(__file__)
 from graphc.backends.llvm_cache import _MEMORY as _COMPILED  # noqa: E402  (key -> compiled module)
+from graphc.backends.llvm_math import F32 as F32_MATH  # noqa: E402
 
 PARALLEL_MIN_WORK = 1 << 16   # loop iterations (all levels) below which a kernel runs on one thread
 _POOL: list = []
@@ -51,6 +52,10 @@ def _kind(dtype: DType) -> str:
 
 
 _CMP = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
+
+
+def _is_f32(g, x):
+    return isinstance(x.type, g.ir.FloatType)
 
 
 def _f_max(g, a, b, less=False):
@@ -86,8 +91,13 @@ UNARY = {
     ("neg", "float"): lambda g, x: g.b.fneg(x, flags=g.fm),
     ("neg", "int"): lambda g, x: g.b.sub(g.const(0, x.type), x),
     **{(op, "float"): (lambda op: lambda g, x: g.intrinsic(f"llvm.{op}", x))(op)
-       for op in ("exp", "log", "sqrt", "sin", "cos")},
-    ("tanh", "float"): lambda g, x: g.libm("tanh", x),
+       for op in ("sqrt", "sin", "cos")},
+    # float32 exp/log/tanh: IR approximations that vectorise (backends/llvm_math.py)
+    **{(op, "float"): (lambda op, f64: lambda g, x: (F32_MATH[op](g, x) if _is_f32(g, x)
+                                                     else f64(g, x)))(op, f64)
+       for op, f64 in (("exp", lambda g, x: g.intrinsic("llvm.exp", x)),
+                       ("log", lambda g, x: g.intrinsic("llvm.log", x)),
+                       ("tanh", lambda g, x: g.libm("tanh", x)))},
     ("abs", "float"): lambda g, x: g.intrinsic("llvm.fabs", x),
     ("abs", "int"): lambda g, x: g.b.select(g.b.icmp_signed("<", x, g.const(0, x.type)),
                                             g.b.sub(g.const(0, x.type), x), x),

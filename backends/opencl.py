@@ -177,7 +177,7 @@ inline uint gc_rand_bits(long key, long i) {  /* graphc.ops.rand_bits, bit for b
             lines.append(f"  if (gid >= {total}) return;  /* the global size is rounded up */")
             stride = total
             for lp in loops:
-                stride //= lp.extent
+                stride //= max(lp.extent, 1)  # (an empty kernel is never launched)
                 q = "gid" if stride == 1 else f"gid / {stride}"
                 e = q if lp is loops[0] else f"{_p(q)} % {lp.extent}"
                 lines.append(f"  {it} {lp.var} = {e};")

@@ -18,7 +18,7 @@ expectation; Appendix B.5 and B.10 the conventions).
      batch, in eval mode it does not; the running statistics approach the statistics of the
      layer's input over the training set.
 
-    python examples/batchnorm_dropout.py [--backend numpy] [--quick] [--out out/]
+    python examples/batchnorm_dropout.py [--backend numpy] [--quick] [--epochs N] [--out out/]
 
 writes out/batchnorm_dropout.png (train and test accuracy per epoch of the four variants).
 """
@@ -153,17 +153,17 @@ def plot(runs, path):
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv, __doc__, epochs=dict(type=int, default=None,
-                                                  help="epochs (default 40, --quick 12)"))
+    args = parse_args(argv, __doc__, "Batch norm and dropout, on and off", epochs=40,
+                      quick_epochs=12)
     with blas_threads(1):
         return run(args)
 
 
 def run(args) -> dict:
     t0 = time.perf_counter()
-    xtr, ytr, xte, yte = load_digits_split()
+    xtr, ytr, xte, yte = load_digits_split(args.seed)
     data = (xtr[:N_TRAIN], ytr[:N_TRAIN], xte, yte)
-    epochs = args.epochs or (12 if args.quick else 40)
+    epochs = args.epochs
     print(f"MLP 64-256-256-10 (ReLU) on {N_TRAIN} digits (test {len(xte)}), SGD lr 0.05 momentum"
           f" 0.9, batch 32, {epochs} epochs")
     runs = train_variants(data, args.backend, epochs)

@@ -14,7 +14,7 @@ fails by symmetry, 6.2 magnitude matters, 6.4 small normal 0.01·randn, 6.8 Xavi
    (or to zero) keeps all hidden units identical, so it learns as if it had one unit per
    layer; random (Kaiming) weights break the symmetry.
 
-    python examples/initialization.py [--backend numpy] [--quick] [--out out/]
+    python examples/initialization.py [--backend numpy] [--quick] [--epochs N] [--out out/]
 
 writes out/initialization.png (activation std and gradient norm per layer).
 """
@@ -147,15 +147,15 @@ def plot(stats, path):
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv, __doc__, epochs=dict(type=int, default=None,
-                                                  help="symmetry-demo epochs (default 5, --quick 3)"))
+    args = parse_args(argv, __doc__, "Initialisation: vanishing, exploding, symmetry",
+                      epochs=5, quick_epochs=3)
     with blas_threads(1):
         return run(args)
 
 
 def run(args) -> dict:
     t0 = time.perf_counter()
-    data = load_digits_split()
+    data = load_digits_split(args.seed)
     batch = 256 if args.quick else 512
     x, y = data[0][:batch], data[1][:batch]
     stats = {}
@@ -174,7 +174,7 @@ def run(args) -> dict:
                                             for s in INITS))
         print("  loss " + "".join(f"{stats[act][s]['loss']:>22.4f}" for s in INITS))
 
-    epochs = args.epochs or (3 if args.quick else 5)
+    epochs = args.epochs
     print(f"\nSymmetry (6.1): 64-32-32-10 tanh MLP, SGD lr 0.1 momentum 0.9, {epochs} epochs;"
           f" spread = max_j |W[j] − W[0]| over the first layer's units, after each epoch")
     symmetry = {}

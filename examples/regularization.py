@@ -13,7 +13,7 @@ cliffs; section 9: 9.18 the lecture's L1-vs-L2 example; Appendix B.14).
    0.9) blows up into dead ReLUs; clipping the global gradient norm to 1
    (optim.clip_grad_norm, inside the compiled step) keeps it training.
 
-    python examples/regularization.py [--backend numpy] [--quick] [--out out/]
+    python examples/regularization.py [--backend numpy] [--quick] [--epochs N] [--out out/]
 
 writes out/regularization_weights.png (each class's 8x8 weight image under none / L1 / L2,
 and the histogram of |w|) and out/regularization_clipping.png (loss and gradient norm per
@@ -138,8 +138,8 @@ def plot_clipping(runs, path):
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv, __doc__, epochs=dict(type=int, default=None,
-                                                  help="epochs (default 20, --quick 8)"))
+    args = parse_args(argv, __doc__, "L1 vs L2 regularisation, gradient clipping", epochs=20,
+                      quick_epochs=8)
     with blas_threads(1):
         return run(args)
 
@@ -154,8 +154,8 @@ def run(args) -> dict:
     prefer_l2 = min(ex, key=lambda k: ex[k]["l2"])
     print(f"  L1 prefers {prefer_l1} (sparse), L2 prefers {prefer_l2} (spread out)")
 
-    data = load_digits_split()
-    epochs = args.epochs or (8 if args.quick else 20)
+    data = load_digits_split(args.seed)
+    epochs = args.epochs
     print(f"\nSoftmax regression on digits, SGD lr 0.1, batch 32, {epochs} epochs; "
           f"'zero' means |w| < {ZERO}")
     print(f"  {'penalty':12s} {'λ':>6s} {'test acc':>9s} {'zero weights':>13s} {'‖W‖₁':>8s} "

@@ -8,7 +8,7 @@ mapping onto PyTorch-style schedulers).
 Schedules are host-side Python (graphc.optim); the compiled training step takes the LR as a
 graph input, so changing it every epoch or every iteration never retraces.
 
-    python examples/schedules.py [--backend numpy] [--quick] [--out out/]
+    python examples/schedules.py [--backend numpy] [--quick] [--epochs N] [--out out/]
 
 writes out/schedules.png (one panel per schedule) and out/schedules_training.png (test
 accuracy per epoch under four schedules; the LR range test).
@@ -155,8 +155,7 @@ def plot_training(runs, rangetest, path):
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv, __doc__, epochs=dict(type=int, default=None,
-                                                  help="training epochs (default 20, --quick 5)"))
+    args = parse_args(argv, __doc__, "Learning-rate schedules", epochs=20, quick_epochs=5)
     with blas_threads(1):
         return run(args)
 
@@ -175,8 +174,8 @@ def run(args) -> dict:
     for t, f, lr, ref in rows:
         print(f"  {t:2d} {f:5.2f} {lr:9.4f} {ref:20.4f}")
 
-    epochs = args.epochs or (5 if args.quick else 20)
-    data = load_digits_split()
+    epochs = args.epochs
+    data = load_digits_split(args.seed)
     train_scheds = {
         "constant": optim.LambdaLR(BASE_LR, lambda t: 1.0),
         "multistep": optim.MultiStepLR(BASE_LR, [epochs // 2, 3 * epochs // 4], gamma=0.1),

@@ -23,7 +23,7 @@ is the token it needs (output 0 reads z_{L−1}, the only state holding x_{L−1
 offsets are printed. Bahdanau et al. use a bidirectional encoder so that
 z_j is centred on x_j; graphc's Seq2Seq has a forward one.
 
-    python examples/seq2seq_attention.py [--backend numpy] [--quick] [--out out/]
+    python examples/seq2seq_attention.py [--backend numpy] [--quick] [--epochs N] [--out out/]
 
 writes out/seq2seq_attention.png (the attention matrix of one test sequence, as a heat map,
 and the mean attention matrix over the test set).
@@ -41,7 +41,8 @@ from graphc import nn, optim
 from graphc.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from optimizers import blas_threads, parse_args, pyplot  # noqa: E402  (shared helpers)
+import _common as C  # noqa: E402
+from optimizers import blas_threads, parse_args, pyplot  # noqa: E402
 
 V, L = 8, 8          # alphabet size, sequence length
 BOS = V              # the decoder's start token (target vocabulary: V symbols + BOS)
@@ -131,9 +132,8 @@ def plot(example_w, mean_w, src, path):
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv, __doc__, epochs=dict(type=int, default=None,
-                                                  help="epochs over 4000 sequences "
-                                                       "(default 6, --quick 3)"))
+    args = parse_args(argv, __doc__, "Seq2Seq with additive attention reverses sequences",
+                      epochs=6, quick_epochs=3)
     with blas_threads(1):
         return run(args)
 
@@ -141,10 +141,10 @@ def main(argv=None) -> dict:
 def run(args) -> dict:
     t0 = time.perf_counter()
     mode = "quick" if args.quick else "full"
-    epochs = args.epochs or (3 if args.quick else 6)
-    xtr, ytr = make_data(4000, seed=0)
-    xte, yte = make_data(500, seed=1)
-    model = Reverser(seed=0)
+    epochs = args.epochs
+    xtr, ytr = make_data(4000, seed=2 * args.seed)
+    xte, yte = make_data(500, seed=2 * args.seed + 1)
+    model = Reverser(seed=args.seed)
     step = gc.train.TrainStep(model, sequence_loss, optim.Adam(lr=LR), backend=args.backend)
     print(f"Reversing sequences of {L} symbols from {V} ({len(xtr)} training sequences, "
           f"{len(xte)} unseen test sequences);\nSeq2Seq: GRU encoder, additive attention, GRU-cell "
@@ -160,6 +160,7 @@ def run(args) -> dict:
     print(f"  training step: {ms_step:.1f} ms ({len(step.compiled.graph().nodes)} nodes after "
           f"optimisation), first call traced and compiled in {compile_s:.1f} s")
 
+    C.show_code(step.compiled, args)
     forced = gc.train.accuracy(step.evaluate(xte), yte)
     tokens, weights = greedy_decode(model, step.params, xte[:, 0], args.backend)
     token_acc = float(np.mean(tokens == yte))

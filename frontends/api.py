@@ -41,15 +41,15 @@ def _arg_names(fn, n: int) -> list[str]:
     return names
 
 
-def _leaf_input(x, name: str) -> Tensor:
+def _leaf_input(x, name: str, role: str = "input") -> Tensor:
     if type(x) is float:  # Python floats are weak (np.float64 is a float subclass: not weak)
-        return Tensor(input_node(name, (), DType.float64), weak=True)
+        return Tensor(input_node(name, (), DType.float64, role), weak=True)
     a = np.asarray(x)
     try:
         dt = DType.of(a)
     except TypeError as e:
         raise SignatureError(f"argument {name!r}: {e}", stage="trace") from None
-    return Tensor(input_node(name, a.shape, dt))
+    return Tensor(input_node(name, a.shape, dt, role))
 
 
 @dataclass
@@ -59,14 +59,15 @@ class Traced:
     out_tree: Any
 
 
-def _trace(fn: Callable, args: tuple) -> Traced:
+def _trace(fn: Callable, args: tuple, donate: tuple[int, ...] = ()) -> Traced:
     names = _arg_names(fn, len(args))
     leaves, in_tree, paths = pytree.flatten(tuple(args))
     tensors = []
     for leaf, p in zip(leaves, paths):
         i, _, rest = p.partition(".")
         name = re.sub(r"\W", "_", names[int(i)] + ("." + rest if rest else "")).replace(".", "_")
-        tensors.append(_leaf_input(leaf, name) if not isinstance(leaf, Tensor) else leaf)
+        role = "donated" if int(i) in donate else "input"
+        tensors.append(_leaf_input(leaf, name, role) if not isinstance(leaf, Tensor) else leaf)
     if len({t.node.attrs["name"] for t in tensors}) != len(tensors):
         raise GraphcError("two inputs got the same name", stage="trace")
     out = fn(*pytree.unflatten(in_tree, tensors))
@@ -215,8 +216,10 @@ class Compiled:
     """What `gc.compile` returns: a function over numpy arrays, traced and compiled once
     per input signature (shapes, dtypes, static Python values), then cached."""
 
-    def __init__(self, fn: Callable, backend="numpy", passes: str | None = None):
+    def __init__(self, fn: Callable, backend="numpy", passes: str | None = None,
+                 donate_argnums: tuple[int, ...] = ()):
         self.fn = fn
+        self.donate_argnums = tuple(donate_argnums)
         self.backend = get_backend(backend)
         self.passes = passes
         parse_passes(passes)  # a bad spec fails here, not at the first call
@@ -230,7 +233,7 @@ class Compiled:
         entry = self._cache.get(key)
         if entry is None:
             t0 = time.perf_counter()
-            traced = _trace(self.fn, args)
+            traced = _trace(self.fn, args, self.donate_argnums)
             t1 = time.perf_counter()
             stages = run_pipeline(traced.graph, self.passes)
             t2 = time.perf_counter()
@@ -281,11 +284,15 @@ class Compiled:
         return self._entry().times
 
 
-def compile(fn: Callable, backend: str = "numpy", passes: str | None = None) -> Compiled:
-    """Compile `fn` for a backend ("numpy"; see `graphc.backends.available()`).
+def compile(fn: Callable, backend: str = "numpy", passes: str | None = None,
+            donate_argnums: tuple[int, ...] = ()) -> Compiled:
+    """Compile `fn` for a backend (see `graphc.backends.names()`: "numpy", "llvm", ...).
 
     `passes` turns optimisation passes off by name, e.g. "-fusion,-cse" (see
-    `graphc.pipeline.PASSES`), to measure what each one buys.
+    `graphc.pipeline.PASSES`), to measure what each one buys. `donate_argnums`, as in
+    `jax.jit`, hands the arrays of those arguments to the compiled function, which may
+    overwrite them with results of the same type (an optimizer updating its parameters in
+    place); don't use a donated array after the call.
 
     The result is called with numpy arrays (or pytrees of them) and returns numpy arrays
     (a tuple when fn returns several). It traces on the first call for each signature,
@@ -299,4 +306,4 @@ def compile(fn: Callable, backend: str = "numpy", passes: str | None = None) -> 
     >>> list(f.stages)
     ['traced', 'simplified', 'fused', 'scheduled', 'optimized']
     """
-    return Compiled(fn, backend, passes)
+    return Compiled(fn, backend, passes, donate_argnums)

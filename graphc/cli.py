@@ -453,6 +453,17 @@ def cmd_gradcheck(ns) -> int:
     return 0 if not bad else 1
 
 
+def cmd_devices(ns) -> int:
+    """List OpenCL platforms and devices (the opencl backend's GRAPHC_OPENCL_DEVICE names
+    one as P:D or by part of its name)."""
+    from graphc.backends.opencl import describe_devices, select_device
+    for line in describe_devices():
+        print(line)
+    d = select_device()
+    print(f"default: {d.name.strip()}  (choose with GRAPHC_OPENCL_DEVICE=P:D or a name part)")
+    return 0
+
+
 def cmd_demo(ns) -> int:
     from graphc.demo import run_demo
     run_demo(ns.out, backend=ns.backend)
@@ -581,6 +592,11 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--float32", action="store_true",
                    help="keep the example inputs' own dtypes (default: cast floats to float64)")
     p.set_defaults(func=cmd_gradcheck)
+
+    p = sub.add_parser("devices", help="list OpenCL platforms and devices",
+                       description="List the OpenCL platforms and devices the opencl backend "
+                                   "can run on, and the one it picks by default.")
+    p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("demo", help="run the built-in demo and draw its stages",
                        description="Trace the lecture example f(a, b) = (a + b) * (b + 1) and a "

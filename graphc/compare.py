@@ -218,15 +218,33 @@ def output_labels(graph: Graph, fn: Callable | None = None, argnums=None) -> lis
 
 
 # ---- comparing outputs ---------------------------------------------------------------------------
-def cone_classes(graph: Graph) -> dict[int, str]:
-    """{id(node): tolerance class of its value}: 'exact' when nothing it depends on rounds, the
-    class of the single rounding op when there is one, else 'composite' (kernels flattened)."""
-    info: dict[int, frozenset] = {}
-    out: dict[int, str] = {}
+@dataclass(frozen=True)
+class Cone:
+    """What a value's accuracy depends on: the tolerance class of the ops it is computed from
+    ('exact' when none rounds, the class of the single rounding op when there is one, else
+    'composite'), and the least precise float dtype any of those ops rounds in (a float32
+    value cast to float64 carries float32's error)."""
+    op_class: str
+    dtype: str | None      # None: no rounding op
+
+    def tol(self, node: Node, op_class: str | None = None) -> T.Tol:
+        dt = node.dtype.name
+        if node.dtype.is_float and self.dtype == "float32":
+            dt = "float32"
+        return T.tolerance(dt, op_class or self.op_class)
+
+
+def cones(graph: Graph) -> dict[int, Cone]:
+    """{id(node): Cone} for every node of `graph` (fused kernels' bodies flattened)."""
+    info: dict[int, tuple[frozenset, frozenset]] = {}
+    out: dict[int, Cone] = {}
     for n in graph.nodes:
         acc: set = set()
+        dts: set = set()
         for i in n.inputs:
-            acc |= info[id(i)]
+            a, d = info[id(i)]
+            acc |= a
+            dts |= d
         own = (n.attrs["body"].nodes if n.op is Op.FUSED else [n])
         for m in own:
             if m.op in (Op.INPUT, Op.CONST, Op.GRAD):
@@ -234,17 +252,25 @@ def cone_classes(graph: Graph) -> dict[int, str]:
             c = T.op_class(m.op)
             if c != "exact":
                 acc.add((c, id(m)))
+                if m.dtype.is_float:
+                    dts.add(m.dtype.name)
         if len(acc) > 1:
             acc = {("composite", 0)}
-        info[id(n)] = frozenset(acc)
-        out[id(n)] = next(iter(acc))[0] if acc else "exact"
+        info[id(n)] = (frozenset(acc), frozenset(dts))
+        out[id(n)] = Cone(next(iter(acc))[0] if acc else "exact",
+                          "float32" if "float32" in dts else ("float64" if dts else None))
     return out
 
 
-def _tol_for(node: Node, classes: dict[int, str], tol) -> T.Tol:
+def cone_classes(graph: Graph) -> dict[int, str]:
+    """{id(node): tolerance class of its value} (see `Cone`)."""
+    return {k: c.op_class for k, c in cones(graph).items()}
+
+
+def _tol_for(node: Node, cone_of: dict[int, Cone], tol) -> T.Tol:
     if isinstance(tol, T.Tol):
         return tol
-    return T.tolerance(node.dtype, tol or classes[id(node)])
+    return cone_of[id(node)].tol(node, tol)
 
 
 @dataclass
@@ -354,8 +380,8 @@ def compare_function(fn: Callable, args, backends=None, *, tol=None, repeat: int
     want = e_ref.program(*arrays)
     ref_run = _median_time(lambda: e_ref.program(*arrays), min(repeat, 3))
     g_ref = e_ref.stages.get("backward", e_ref.stages["traced"])
-    classes = cone_classes(g_ref)
-    tols = [_tol_for(o, classes, tol) for o in g_ref.outputs]
+    cone_of = cones(g_ref)
+    tols = [_tol_for(o, cone_of, tol) for o in g_ref.outputs]
     labels = output_labels(e_ref.traced.graph, fn, argnums)
     runs, objs = [], {}
     for choice in resolve_backends(backends):
@@ -521,11 +547,11 @@ def _isolate(step: Node, inputs: list[np.ndarray], backend) -> tuple[Node | None
         g = Graph(tuple(new_in), (alone,), f"probe_{step.op.value}")
         got = backend.compile(g)(*inputs)[0]
         want = interpret(g, *inputs)[0]
-        t = T.tolerance(step.dtype, cone_classes(g)[id(alone)])
+        t = cones(g)[id(alone)].tol(alone)
         d = T.diff(got, want, t)
         return (step, d, t) if not d.ok else (None, None, None)
     body: Graph = step.attrs["body"]
-    classes = cone_classes(body)
+    cone_of = cones(body)
     _, env = interpret(body, *inputs, keep=True)
     for j in _steps(body):
         sub = Graph(body.inputs, (j,), step.attrs["name"])
@@ -534,7 +560,7 @@ def _isolate(step: Node, inputs: list[np.ndarray], backend) -> tuple[Node | None
                       name=step.attrs["name"], reason=f"divergence probe: prefix up to {j.op.value}")
         g = schedule(Graph(tuple(new_in), (k,), f"probe_{step.attrs['name']}"))
         got = backend.compile(g)(*inputs)[0]
-        t = T.tolerance(j.dtype, classes[id(j)])
+        t = cone_of[id(j)].tol(j)
         d = T.diff(got, env[id(j)], t)
         if not d.ok:
             return j, d, t
@@ -565,13 +591,13 @@ def find_divergence(fn_or_compiled, args, backend=None, *, passes: str | None = 
     graph = entry.stages["optimized"]
     arrays = flat_arrays(args)
     outs, env = interpret(graph, *arrays, keep=True)
-    classes = cone_classes(graph)
+    cone_of = cones(graph)
     steps = _steps(graph)
     # every kernel's result, kept
     probe = _probe(graph, steps)
     got = be.compile(probe)(*arrays) if steps else ()
     for i, (s, g) in enumerate(zip(steps, got)):
-        t = _tol_for(s, classes, tol)
+        t = _tol_for(s, cone_of, tol)
         d = T.diff(g, env[id(s)], t)
         if d.ok:
             continue
@@ -586,7 +612,7 @@ def find_divergence(fn_or_compiled, args, backend=None, *, passes: str | None = 
     # every kernel agrees when its result is kept: do the real program's outputs?
     real = entry.program(*arrays)
     for k, (o, g, w) in enumerate(zip(graph.outputs, real, outs)):
-        t = _tol_for(o, classes, tol)
+        t = _tol_for(o, cone_of, tol)
         d = T.diff(g, w, t)
         if not d.ok:
             idx = next((i for i, s in enumerate(steps) if s is o), -1)

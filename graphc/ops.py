@@ -297,7 +297,7 @@ def _t_rand(ts, shape, dtype):
     return TensorType(tuple(shape), dtype)
 
 
-def _t_fused(ts, body, kind, name, reason="", buffer=-1, inplace=False):
+def _t_fused(ts, body, kind, name, reason="", buffer=-1, inplace=False, donated=-1):
     _need(len(body.outputs) == 1, "a fused kernel has one output")
     _need(len(ts) == len(body.inputs) and all(t == i.type for t, i in zip(ts, body.inputs)),
           f"fused kernel {name}: inputs {[str(t) for t in ts]} do not match its body's "

@@ -47,6 +47,8 @@ def format_node(node, names: Mapping[int, str]) -> str:
         if "buffer" in node.attrs:
             b = node.attrs["buffer"]
             mem = (f" @arena+{b}" if b >= 0 else " @own") + (" inplace" if node.attrs["inplace"] else "")
+            if "donated" in node.attrs:
+                mem = f" @into-input{node.attrs['donated']}"
         return (f"{names.get(id(node), '%?')}:{node.type} = fused.{node.attrs['name']} {args} "
                 f"kind={node.attrs['kind']}{mem} {{{ops}}}")
     else:

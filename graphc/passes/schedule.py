@@ -11,6 +11,7 @@ pass chooses from liveness:
      (same size and type), the classic `x = f(x)`; such chains share one block. Only an
      input the kernel reads at the index it writes (through elementwise ops, no view, no
      broadcast): `x = f(x.T)` computed element by element would read overwritten data.
+  M5 an output kernel may write into a donated input it replaces (see `donations`).
   M4 blocks are placed offline, largest first, each at the lowest offset clear of every
      block whose lifetime overlaps (greedy by size, as TFLite's planner; online first fit
      fragments).
@@ -139,16 +140,48 @@ def plan_memory(graph: Graph) -> dict[int, tuple[int, bool]]:
     return result
 
 
+def donations(graph: Graph) -> dict[int, int]:
+    """M5: {id(kernel): index of a graph input it may overwrite}. A kernel whose result is a
+    graph output writes into a *donated* input (the caller gave it up, as with
+    `jax.jit(donate_argnums=...)`) of the same type, when only its elementwise part reads
+    that input, where it writes, and no later kernel reads it: the optimizer update
+    `w = w - lr * g`, often the epilogue of the matmul or sum that made g, in place. A backend
+    honours `donated` only if its kernels read the epilogue's inputs before writing."""
+    order = [n for n in graph.nodes if n.op is Op.FUSED]
+    pos = {id(n): i for i, n in enumerate(order)}
+    last_read: dict[int, int] = {}
+    for n in order:
+        for i in n.inputs:
+            last_read[id(i)] = pos[id(n)]
+    outs = {id(o) for o in graph.outputs}
+    index = {id(x): k for k, x in enumerate(graph.inputs)}
+    given: set[int] = set()
+    result: dict[int, int] = {}
+    for n in order:
+        if id(n) not in outs or n.attrs["kind"] not in ("elementwise", "matmul", "reduce"):
+            continue
+        for j, i in enumerate(n.inputs):
+            if (i.op is Op.INPUT and i.attrs.get("role") == "donated" and id(i) not in given
+                    and id(i) not in outs and last_read[id(i)] == pos[id(n)]
+                    and i.type == n.type and _reads_aligned(n, j)):
+                result[id(n)] = index[id(i)]
+                given.add(id(i))
+                break
+    return result
+
+
 def schedule(graph: Graph) -> Graph:
     """The `scheduled` stage: the fused graph with each kernel's buffer decision recorded."""
     plan = plan_memory(graph)
+    donate = donations(graph)
     new: dict[int, Node] = {}
     for n in graph.nodes:
         ins = tuple(new[id(i)] for i in n.inputs)
         m = n if ins == n.inputs else n.replace(inputs=ins)
         if n.op is Op.FUSED:
             off, inplace = plan[id(n)]
-            m = m.replace(attrs=m.attrs.with_(buffer=off, inplace=inplace))
+            extra = {"donated": donate[id(n)]} if id(n) in donate else {}
+            m = m.replace(attrs=m.attrs.with_(buffer=off, inplace=inplace, **extra))
         new[id(n)] = m
     return Graph(tuple(new[id(i)] for i in graph.inputs), tuple(new[id(o)] for o in graph.outputs),
                  graph.name, graph.output_names)

@@ -93,8 +93,24 @@ def test_every_tolerance_class_in_use_is_documented():
     args = _args()
     vg, _, _ = C.grad_function(model, args)
     g = gc.compile(vg).lower(*args).stages["optimized"]
-    used = {(n.dtype.name, c) for n in g.nodes for c in [C.cone_classes(g)[id(n)]]}
+    cone_of = C.cones(g)
+    used = {(t.dtype, t.op_class) for n in g.nodes for t in [cone_of[id(n)].tol(n)]}
     assert used and all(k in T.TOLERANCES for k in used)
+
+
+def test_a_value_gets_the_tolerance_of_what_it_is_computed_from():
+    def f(x, y):
+        s = gc.sin(x)                     # float32 rounding
+        wide = s.astype(np.float64)       # carries float32's error into float64
+        return wide * 2.0, gc.exp(y), (s > 0).astype(np.int32), gc.reshape(y, (3, 1))
+
+    g = gc.trace(f, np.ones(3, np.float32), np.ones(3))
+    cone_of = C.cones(g)
+    tols = [cone_of[id(o)].tol(o) for o in g.outputs]
+    assert [(t.dtype, t.op_class) for t in tols] == [
+        ("float32", "composite"), ("float64", "transcendental"), ("int32", "transcendental"),
+        ("float64", "exact")]
+    assert tols[2].rtol == tols[2].atol == 0 == tols[3].rtol
 
 
 def test_diff_semantics():
