@@ -10,7 +10,10 @@ and exposes `main(argv) -> dict` (the metrics it printed) so tests call it in-pr
 - `--backend`: one of `graphc.backends.names()`; every graph of the example is compiled for it.
 - `--quick`: fewer epochs (what the tests run); `--epochs N` overrides both.
 - `--out`: the folder for the pictures of the graph stages (created if missing).
+- `--seed`: seed of the data split, the initial weights, the shuffling and the dropout keys
+  (default 0; the tests rely on the default being deterministic).
 - `--code`: also print the backend's generated code of the training step.
+- `--no-progress`: no tqdm bar (the examples that train with `graphc.train.fit` show one).
 
 Data sets come from scikit-learn (bundled with it, so nothing is downloaded), always with fixed
 seeds and a stratified train/test split, so every run of an example sees the same numbers.
@@ -35,8 +38,7 @@ def parse_args(doc: str, argv=None, *, epochs: int | None = None, quick_epochs: 
                setup=None) -> argparse.Namespace:
     """The common options, plus what `setup(parser)` adds. `args.epochs` is resolved: the
     explicit --epochs, else quick_epochs with --quick, else epochs."""
-    parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0], epilog=None,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0])
     parser.add_argument("--backend", default="numpy", choices=backends.names(),
                         help="graphc backend that compiles every graph (default numpy)")
     parser.add_argument("--out", default="out", help="folder for the pictures (default out/)")
@@ -165,8 +167,8 @@ def draw(compiled, out: Path, name: str, stages=("traced", "backward", "fused"),
             continue
         t0 = time.perf_counter()
         path = gc.draw(compiled, stage=stage, path=Path(out) / f"{name}.{stage}.{fmt}")
-        nodes = len(compiled.graph(stage).nodes)
-        print(f"   picture {stage:<10} {nodes:>5} nodes -> {path}  ({time.perf_counter() - t0:.1f} s)")
+        nodes, dt = len(compiled.graph(stage).nodes), time.perf_counter() - t0
+        print(f"   picture {stage:<10} {nodes:>5} nodes -> {path}  ({dt:.1f} s)")
         paths.append(path)
     return paths
 

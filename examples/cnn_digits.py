@@ -6,9 +6,9 @@ layers, fully connected layers, softmax, with ReLU nonlinearities; sparse intera
 parameter sharing), §4.11 (LeCun et al.'s networks; the LeNet-5 layer table is not in the
 lectures, so this is LeNet's pattern scaled to 8x8 inputs), §1.14 / B.3 (convolution as
 cross-correlation, 'same' padding 1 for a 3x3 kernel, §9.12), B.4 (NCHW images), §9.11 (2x2
-max pooling with stride 2 halves each side: 8 -> 4 -> 2), §3.6 (cross-entropy), §5.3 (minibatches of 16), §5.9 (Adam),
-§5.19 (cosine LR decay), §7.22 (early stopping on a validation split, best snapshot), §9.28
-(digit recognition). Target: >= 95% test accuracy.
+max pooling with stride 2 halves each side: 8 -> 4 -> 2), §3.6 (cross-entropy), §5.3
+(minibatches of 16), §5.9 (Adam), §5.19 (cosine LR decay), §7.22 (early stopping on a
+validation split, best snapshot), §9.28 (digit recognition). Target: >= 95% test accuracy.
 
 Shapes: (N,1,8,8) -conv 8-> (N,8,8,8) -pool-> (N,8,4,4) -conv 16-> (N,16,4,4) -pool-> (N,16,2,2)
 -flatten-> (N,64) -> 64 -> 10. graphc lowers each convolution to im2col (strided windows of the

@@ -5,8 +5,8 @@ is logistic regression: p(y=1|x) = σ(wᵀx + b), classify as 1 if p > 0.5, the 
 boundary is the hyperplane wᵀx + b = 0 with w normal to it), §4.4 (the sigmoid neuron),
 §2.2 (σ and σ' = σ(1 − σ)), §3.5 (binary cross-entropy / Bernoulli loss, computed on logits
 in the stable form max(z, 0) − z·y + log(1 + e^{−|z|}), B.12), §5.1 (full-batch gradient
-descent), §8 (reverse-mode autodiff: graphc's gradient is compared with the lecture's closed
-form ∇_w = (1/n) Σ (σ(wᵀx_i + b) − y_i) x_i).
+descent), §8.7 / §8.8 (the sigmoid identities and the logistic-regression gradient: graphc's
+reverse-mode gradient is compared with the closed form ∇_w = (1/n) Σ (σ(wᵀx_i + b) − y_i) x_i).
 
 This one shows the mechanism without the training helpers: the loss is a plain function of
 a parameter dict, `gc.compile(gc.value_and_grad(loss))` traces it, derives the backward graph,

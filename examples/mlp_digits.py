@@ -3,7 +3,7 @@
 Lecture items (see /work/shared/lectures.md): §4.6 (the MLP / feed-forward network,
 f = φ_L ∘ … ∘ φ_1 with learned features σ(Wx + b) and a softmax output), §2.5 (ReLU), §3.6
 (categorical cross-entropy on logits), §5.3 (minibatch SGD, batch size 32) with §5.9 (Adam) and
-§5.19 (cosine LR decay, stepped per epoch), §7 / B.5 (inverted dropout, p = 0.2), §5.26 / §7.22
+§5.19 (cosine LR decay, stepped per epoch), §7.16 / B.5 (inverted dropout, p = 0.2), §5.26 / §7.22
 (early stopping on a validation split, keeping the best snapshot), §9.28 (digit recognition:
 the lectures name MNIST; sklearn's 1797 8x8 digits stand in for it, nothing is downloaded).
 Target: >= 95% test accuracy.

@@ -4,10 +4,10 @@
 Lecture items (see /work/shared/lectures.md): §4.12 (the residual block: F(x) := H(x) − x, so
 the block outputs H(x) = F(x) + x, "jointly activated" after the sum; a projection
 y = F(x) + W_s x when the shapes differ, here a strided 1x1 convolution; skip connections
-against vanishing gradients), §4.9 and §7 / B.10 (batch normalisation before the nonlinearity,
+against vanishing gradients), §4.9, §7.1, §7.3 / B.10 (batch normalisation before the nonlinearity,
 batch statistics in training, running statistics in evaluation: BatchNorm's running mean and
 variance are buffers that the compiled training step carries in and out), §4.10 (convolution,
-'same' padding), §8 (fan-out accumulation: the block input's gradient is the sum of the
+'same' padding), §8.4 (fan-out accumulation: the block input's gradient is the sum of the
 gradients through F and through the shortcut), §3.6, §5.9 (Adam), §5.19 (cosine LR decay),
 §7.22 (early stopping on a validation split), §9.28 (digit recognition). Target: >= 95% test
 accuracy.

@@ -2,8 +2,8 @@
 
 Lecture items (see /work/shared/lectures.md): §4.5 (softmax regression π(x) = softmax(Wx + b),
 the Categorical likelihood), §1.9 / §2.11 (softmax as the output activation, computed stably
-by subtracting the maximum), §3.6 (categorical cross-entropy; its gradient with respect to the
-logits is −(y − softmax(z)), so ∇_W = (1/n) Σ (softmax(z_i) − onehot(y_i)) x_iᵀ), §3.1 (the
+by subtracting the maximum), §3.6 / §8.9 (categorical cross-entropy; its gradient with respect
+to the logits is −(y − softmax(z)), so ∇_W = (1/n) Σ (softmax(z_i) − onehot(y_i)) x_iᵀ), §3.1 (the
 empirical risk is the mean loss, B.2), B.1 (W has the (out, in) layout: `nn.Linear(4, 3)`),
 §5.3 (minibatch SGD), §9.28-style end-to-end training with `graphc.train`.
 

@@ -109,8 +109,8 @@ def mlp_part(args) -> dict:
     hidden = model[:2](x)                         # the hidden representation (§9.4)
     prob = F.sigmoid(step.evaluate(x))[:, 0]
     for xi, hi, p in zip(x.astype(int), hidden, prob):
-        print(f"      x = {xi[0]}{xi[1]}  hidden σ(W1 x + b1) = [{', '.join(f'{v:.2f}' for v in hi)}]"
-              f"  p(y=1) = {p:.3f}")
+        h = ", ".join(f"{v:.2f}" for v in hi)
+        print(f"      x = {xi[0]}{xi[1]}  hidden σ(W1 x + b1) = [{h}]  p(y=1) = {p:.3f}")
     pictures = C.draw(step.compiled, args.out, "xor_mlp_step")
     C.show_code(step.compiled, args)
     return {"mlp_accuracy": acc, "mlp_loss": r.loss, "ms_per_step": ms, "pictures": pictures}

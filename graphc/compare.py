@@ -101,7 +101,10 @@ def resolve_backends(spec=None) -> list[BackendChoice]:
 
 
 def supports_float64(backend) -> bool:
-    """Backends may declare `dtypes` (DTypes or names they run); without it, all of them."""
+    """Backends may declare `dtypes` (DTypes or names they run; without it, all of them) or
+    set `fp64 = False` (an OpenCL device without cl_khr_fp64)."""
+    if getattr(backend, "fp64", True) is False:
+        return False
     dts = getattr(backend, "dtypes", None)
     if dts is None:
         return True

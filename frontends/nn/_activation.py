@@ -308,9 +308,11 @@ def _softmax_dim(dim, x: Tensor) -> int:
 
 
 def _shifted(x: Tensor, d: int) -> Tensor:
+    # the shift changes nothing mathematically, so its derivative is zero: stop_gradient
+    # keeps autodiff from building (and the backends from running) the max's backward
     if x.ndim == 0:
         return x - x
-    return x - x.max(d, keepdims=True)
+    return x - gnp.stop_gradient(x.max(d, keepdims=True))
 
 
 @_public
@@ -352,7 +354,7 @@ def logsumexp(input, dim, keepdim=False):
     if not axes:
         return x
     m = x.max(axes, keepdims=True)
-    m = _where(_abs(m) == np.inf, 0, m)
+    m = gnp.stop_gradient(_where(_abs(m) == np.inf, 0, m))  # a shift: zero derivative
     out = _log(_exp(x - m).sum(axes, keepdims=True)) + m
     if not keepdim:
         out = out.reshape(tuple(s for i, s in enumerate(x.shape) if i not in axes))

@@ -4,10 +4,11 @@ is the subgraph it computes in one pass over memory.
 The rule set (every decision is logged with the rule that made it):
 
   F1 graph outputs are materialised: each is the root of its own kernel.
-  F2 views (reshape, permute, expand, slice) are index arithmetic, and pad and concat are
-     index arithmetic plus a select: they join every kernel that reads them, for free.
-  F3 an elementwise op with one consuming kernel joins it (saves writing and re-reading it),
-     if that kernel reads it elementwise or reduces it (not as a matmul/pad/concat operand).
+  F2 views (reshape, permute, expand, slice) are index arithmetic: they join every kernel
+     that reads them, for free.
+  F3 an elementwise op (pad and concat count as elementwise: a select of reads) with one
+     consuming kernel joins it (saves writing and re-reading it), if that kernel reads it
+     elementwise or reduces it (not as a matmul operand).
   F4 an elementwise op read by k kernels is recomputed in each when that moves fewer bytes
      than materialising it: k * bytes(inputs) <= (k + 1) * bytes(output), and each kernel
      has recomputed fewer than RECOMPUTE_MAX_OPS ops; otherwise it is materialised.
@@ -73,8 +74,8 @@ def plan(graph: Graph) -> tuple[set[int], dict[int, set[int]], list[Decision]]:
     def join(n: Node, ks: set[int], rule: str, why: str):
         member_of[id(n)] = ks
         us = users.get(id(n), [])
-        accepts[id(n)] = (n.op in ELEMENTWISE | REDUCE | {Op.RAND} or
-                          (n.op in INDEXING and all(accepts[id(u)] for u in us)))
+        accepts[id(n)] = (n.op in ELEMENTWISE | REDUCE | {Op.RAND, Op.PAD, Op.CONCAT} or
+                          (n.op in VIEWS and all(accepts[id(u)] for u in us)))
         if n.op in CONTRACTIONS:
             for k in ks:
                 contraction[k] = True
@@ -90,9 +91,8 @@ def plan(graph: Graph) -> tuple[set[int], dict[int, set[int]], list[Decision]]:
         ks = set().union(*(kernels(u) for u in us)) if us else set()
         if id(n) in outputs or not us:
             root(n, "F1", "graph output")
-        elif n.op in INDEXING:
-            what = "view" if n.op in VIEWS else f"{n.op.value} (index arithmetic + select)"
-            join(n, ks, "F2", f"{what} inside {len(ks)} kernel(s)")
+        elif n.op in VIEWS:
+            join(n, ks, "F2", f"view: index arithmetic inside {len(ks)} kernel(s)")
         elif n.op in CONTRACTIONS:
             u = us[0]
             if len(us) != 1:
@@ -108,7 +108,7 @@ def plan(graph: Graph) -> tuple[set[int], dict[int, set[int]], list[Decision]]:
                               f"{list(by_id[next(iter(ks))].shape)}")
             else:
                 join(n, ks, "F5", f"epilogue {u.op.value} fused after the {n.op.value}")
-        elif n.op in ELEMENTWISE or n.op is Op.RAND:
+        elif n.op in ELEMENTWISE or n.op in (Op.RAND, Op.PAD, Op.CONCAT):
             bad = [u for u in us if not accepts[id(u)]]
             if bad:
                 root(n, "F3", f"read by {bad[0].op.value} as an operand, which takes "
