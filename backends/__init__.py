@@ -2,7 +2,7 @@
 
 >>> from graphc import backends
 >>> backends.names()
-['numpy', 'llvm']
+['numpy', 'llvm', 'opencl']
 """
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ import importlib
 
 from graphc.errors import BackendError
 
-# name -> "module:Class", imported on first use. The opencl backend joins here next.
+# name -> "module:Class", imported on first use (so `import graphc` loads no llvmlite/pyopencl)
 REGISTRY = {
     "numpy": "graphc.backends.numpy:NumpyBackend",
     "llvm": "graphc.backends.llvm:LLVMBackend",
+    "opencl": "graphc.backends.opencl:OpenCLBackend",
 }
 _instances: dict[str, object] = {}
 

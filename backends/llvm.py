@@ -405,8 +405,15 @@ def _work(body) -> int:
 class _Step:
     """One kernel call: where its arguments come from and where its result goes."""
 
-    def __init__(self, node: Node, kernel: K.Kernel, addr: int, threads: int):
-        self.node, self.kernel = node, kernel
+    def __init__(self, node: Node, kernel: K.Kernel | None, addr: int | None, threads: int,
+                 gemm=None):
+        self.node, self.kernel, self.gemm, self.threads = node, kernel, gemm, threads
+        buf = node.attrs.get("buffer", -1)
+        # view kernels copy (the plan lets them alias their source: we never write there)
+        self.offset = buf if node.attrs["kind"] != "view" else -1
+        if kernel is None:  # a GEMM without epilogue
+            self.fn, self.chunks = None, 0
+            return
         nargs = len(kernel.args)
         self.fn = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * nargs),
                                    ctypes.c_int64, ctypes.c_int64)(addr)
@@ -414,11 +421,13 @@ class _Step:
         self.looped = any(isinstance(st, K.Loop) and st.parallel for st in kernel.body)
         big = _work(kernel.body) >= PARALLEL_MIN_WORK
         self.chunks = min(threads, self.extent) if big and threads > 1 else 1
-        buf = node.attrs.get("buffer", -1)
-        # view kernels copy (the plan lets them alias their source: we never write there)
-        self.offset = buf if node.attrs["kind"] != "view" else -1
 
     def run(self, ptrs: list[int]):
+        if self.gemm is not None:  # C = A @ B on the packed GEMM, then the epilogue in place
+            from graphc.backends import llvm_gemm
+            llvm_gemm.run(self.gemm, ptrs, self.threads, _pool)
+            if self.kernel is None:
+                return
         if self.chunks <= 1:  # a kernel without an outer loop ignores the range
             self.fn(*ptrs, 0, self.extent if self.looped else 1)
             return
@@ -475,11 +484,14 @@ class LLVMProgram:
 
 class LLVMBackend:
     """Options: `fast_math` (let LLVM reassociate float math: faster reductions, results
-    differ in the last bits), `threads` (default os.cpu_count()), `opt` (0-3)."""
+    differ in the last bits), `threads` (default os.cpu_count()), `opt` (0-3), `gemm`
+    (float32 matmul kernels big enough run on the packed GEMM of backends/llvm_gemm.py,
+    their elementwise epilogue after it; False keeps the loop kernels)."""
     name = "llvm"
 
-    def __init__(self, fast_math: bool = False, threads: int | None = None, opt: int = 3):
-        self.fast_math, self.opt = fast_math, opt
+    def __init__(self, fast_math: bool = False, threads: int | None = None, opt: int = 3,
+                 gemm: bool = True):
+        self.fast_math, self.opt, self.gemm = fast_math, opt, gemm
         self.threads = threads or os.cpu_count() or 1
 
     def available(self):
@@ -512,11 +524,23 @@ class LLVMBackend:
         return text, head + src
 
     def compile(self, graph: Graph) -> LLVMProgram:
+        from graphc.backends import llvm_gemm
         graph, nodes, kernels = self.lower(graph)
-        text, source = self.render(graph, nodes, kernels)
+        gemms: dict = {}  # node index -> GemmSpec; its kernel becomes the epilogue (or none)
+        if self.gemm:
+            for i, (n, k) in enumerate(zip(nodes, kernels)):
+                p = llvm_gemm.plan(n, k)
+                if p is not None:
+                    gemms[i], kernels[i] = p
+        compiled = [k for k in kernels if k is not None]
+        cnodes = [n for n, k in zip(nodes, kernels) if k is not None]
+        text, source = self.render(graph, cnodes, compiled)
         t0 = time.perf_counter()
-        addrs, info = jit_info(text, [k.name for k in kernels], self.opt)
-        steps = [_Step(n, k, addrs[k.name], self.threads) for n, k in zip(nodes, kernels)]
-        prog = LLVMProgram(graph, steps, source, kernels, text)
+        addrs, info = jit_info(text, [k.name for k in compiled], self.opt)
+        if gemms:
+            llvm_gemm.sgemm_fn()
+        steps = [_Step(n, k, addrs[k.name] if k is not None else None, self.threads,
+                       gemms.get(i)) for i, (n, k) in enumerate(zip(nodes, kernels))]
+        prog = LLVMProgram(graph, steps, source, compiled, text)
         prog.compile_info, prog.compile_s = info, time.perf_counter() - t0
         return prog

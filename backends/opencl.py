@@ -170,6 +170,8 @@ inline uint gc_rand_bits(long key, long i) {  /* graphc.ops.rand_bits, bit for b
             params.append(f"{self.buffer_prefix}{ro}{self.storage[b.dtype]}* {b.name}")
         lines.append(f"{self.kernel_prefix} {k.name}({', '.join(params)}) {{")
         loops, body = self.launch(k)
+        if loops and math.prod(lp.extent for lp in loops) == 0:
+            return "\n".join(lines + ["  /* an empty result: never launched */", "}"])
         if loops:
             total = math.prod(lp.extent for lp in loops)
             it = self.index_type
@@ -177,7 +179,7 @@ inline uint gc_rand_bits(long key, long i) {  /* graphc.ops.rand_bits, bit for b
             lines.append(f"  if (gid >= {total}) return;  /* the global size is rounded up */")
             stride = total
             for lp in loops:
-                stride //= max(lp.extent, 1)  # (an empty kernel is never launched)
+                stride //= lp.extent
                 q = "gid" if stride == 1 else f"gid / {stride}"
                 e = q if lp is loops[0] else f"{_p(q)} % {lp.extent}"
                 lines.append(f"  {it} {lp.var} = {e};")
@@ -501,7 +503,7 @@ class OpenCLProgram:
         self.backend, self.graph, self.source, self.kernels = backend, graph, source, kernels
         self.context, self.queue, self.device = backend.context, backend.queue, backend.device
         self._lock = threading.Lock()
-        self.steps = [_Step(n, k, getattr(prog, k.name), lp, self.device)
+        self.steps = [_Step(n, k, cl.Kernel(prog, k.name), lp, self.device)  # own args bound
                       for n, k, lp in zip(nodes, kernels, loops)]
         ctx, mf = self.context, cl.mem_flags
         self.arena_bytes = arena_bytes(nodes)

@@ -17,6 +17,7 @@ linear model tops out near 85-90%), "digits01" (8x8 digits 0 vs 1, 64 features, 
 "iris" (versicolor vs virginica, 4 features).
 
     python examples/logistic_regression.py [--backend numpy] [--quick] [--data moons] [--out out/]
+    graphc viz examples/logistic_regression.py:loss --grad --stage backward -o out/logreg.svg
 
 Pictures: out/logreg_value_and_grad.{traced,backward,fused}.svg.
 """
@@ -55,6 +56,19 @@ def closed_form_grad(params, x, y):
     return {"w": x.T @ r / len(y), "b": r.mean()}
 
 
+def _example_args(n=16, d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    params = {"w": rng.standard_normal(d).astype(np.float32), "b": np.float32(0.1)}
+    return params, rng.standard_normal((n, d)).astype(np.float32), \
+        (rng.random(n) < 0.5).astype(np.float32)
+
+
+# The model file convention of the `graphc` CLI (`graphc viz examples/logistic_regression.py
+# --grad`): example inputs for each traceable function.
+EXAMPLES = {"loss": _example_args(), "logits": _example_args()[:2]}
+ENTRY = "loss"
+
+
 def main(argv=None) -> dict:
     def setup(p):
         p.add_argument("--data", default="moons", choices=sorted(DATA))
@@ -91,7 +105,8 @@ def main(argv=None) -> dict:
     if x.shape[1] == 2:
         w1, w2 = (float(v) for v in params["w"])
         b = float(params["b"])
-        print(f"   decision boundary (§4.3): {w1:.3f}·x1 {w2:+.3f}·x2 {b:+.3f} = 0")
+        print(f"   decision boundary (§4.3): {w1:.3f}·x1 {'+-'[w2 < 0]} {abs(w2):.3f}·x2 "
+              f"{'+-'[b < 0]} {abs(b):.3f} = 0")
     print(f"   train accuracy {C.percent(train_acc)}, test accuracy {C.percent(test_acc)}")
     pictures = C.draw(value_and_grad, args.out, "logreg_value_and_grad")
     C.show_code(value_and_grad, args)

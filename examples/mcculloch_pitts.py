@@ -14,6 +14,7 @@ gradient 0 everywhere, which is why these units cannot be trained by gradient de
 perceptron rule, examples/perceptron.py, and the sigmoid neuron, examples/xor.py, follow).
 
     python examples/mcculloch_pitts.py [--backend numpy] [--out out/]
+    graphc viz examples/mcculloch_pitts.py:units --stage all -o out/mp.svg
 
 Pictures: out/mcculloch_pitts.{traced,optimized}.svg (all units as one graph) and
 out/mp_threshold_grad.{traced,backward}.svg (d output / d θ).
@@ -66,6 +67,12 @@ def units(x3, x1, x2):
     hidden = gc.stack([h1, h2], axis=1)
     out["XOR"] = mp_unit(hidden, 1.0, (0, 0))          # OR of the two hidden units
     return out
+
+
+# The model file convention of the `graphc` CLI (`graphc viz examples/mcculloch_pitts.py`):
+# example inputs for each traceable function.
+EXAMPLES = {"units": (C.truth_table(3), C.truth_table(1), C.truth_table(2))}
+ENTRY = "units"
 
 
 def main(argv=None) -> dict:

@@ -17,6 +17,7 @@ on the perceptron criterion max(0, −(2y − 1)·wᵀx), except on the boundary
 lecture counts a negative input as misclassified and the criterion's subgradient is 0.)
 
     python examples/perceptron.py [--backend numpy] [--out out/]
+    graphc show examples/perceptron.py:update --stage optimized
 
 Pictures: out/perceptron_update.{traced,optimized}.svg, the compiled update rule.
 """
@@ -97,6 +98,14 @@ class Perceptron:
                 seen.setdefault(key, epoch)
         return dict(w=w, converged=False, epochs=max_epochs, updates=updates, accuracy=accs,
                     best=best, cycle=cycle)
+
+
+# The model file convention of the `graphc` CLI: example inputs for each traceable function.
+EXAMPLES = {
+    "update": (np.array([0.5, -1.0, 0.25], np.float32), gate_data("AND")[0][3], np.float32(1)),
+    "predict": (np.array([0.5, -1.0, 0.25], np.float32), gate_data("AND")[0]),
+}
+ENTRY = "update"
 
 
 def describe(w) -> str:

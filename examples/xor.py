@@ -76,6 +76,11 @@ def boolean_network(x, target):
     return F.step(h @ target, threshold=1.0), h
 
 
+# The model file convention of the `graphc` CLI: example inputs for each traceable function.
+EXAMPLES = {"boolean_network": (C.truth_table(2), np.array([0, 1, 1, 0], np.float32))}
+ENTRY = "boolean_network"
+
+
 def construction_part(args) -> dict:
     X, y = gate_data("XOR")
     x = X[:, 1:]

@@ -22,6 +22,18 @@ from graphc import compare as C
 BACKENDS = backends.names()
 
 
+def skip_without_float64(fn, args, backend):
+    """Skip (visibly) when the backend declares it has no float64 (e.g. an OpenCL device
+    without cl_khr_fp64) and the function computes in float64. Only a declared capability
+    skips: a backend that fails on float64 without saying so fails the test."""
+    (choice,) = C.resolve_backends([backend])
+    if choice.available and not C.supports_float64(choice.backend):
+        import graphc as gc
+        g = gc.trace(fn, *args)
+        if any(n.dtype.name == "float64" for n in g.nodes):
+            pytest.skip(f"backend {choice.name!r} declares no float64")
+
+
 def assert_agrees(fn, args, backend, *, tol=None, grad: bool = False, argnums=None,
                   passes=None, context: str = ""):
     """Compare fn(*args) on `backend` (a name or object) with the reference; with grad=True
@@ -29,6 +41,7 @@ def assert_agrees(fn, args, backend, *, tol=None, grad: bool = False, argnums=No
     output's class from the ops it depends on), a class name or a Tol. Fails with the table
     and the divergence report. Returns the list of Comparisons."""
     args = tuple(args)
+    skip_without_float64(fn, args, backend)
     if grad:
         vg, nums, _ = C.grad_function(fn, args, argnums)
         results = [C.compare_function(vg, args, [backend], tol=tol, repeat=1, passes=passes,

@@ -241,3 +241,10 @@ def test_tables_cover_every_kernel_ir_op():
         if op != "pow":
             assert (op, "int") in R.binary, op
     assert ("eq", "bool") in R.binary and ("ne", "bool") in R.binary
+
+
+def test_cli_lists_devices(capsys):
+    from graphc.cli import main
+    assert main(["devices"]) == 0
+    out = capsys.readouterr().out
+    assert "platform 0:" in out and "0:0" in out and "default:" in out

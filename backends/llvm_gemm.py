@@ -1,0 +1,349 @@
+"""A float32 GEMM written in LLVM IR (IRBuilder), BLIS-style:
+
+    C[m0:m1, :] = A[m0:m1, :] @ B        A: M x K, B: K x N (any element strides: a transposed
+                                         operand packs as well), C: M x N row-major contiguous
+
+    for jc in 0..N step NC:                 B panel K-block x NC, packed into 16-column slivers
+      for pc in 0..K step KC:               (k-major, zero-padded), once per thread
+        pack B[pc:pc+kc, jc:jc+nc]
+        for ic in m0..m1 step MC:           A block MC x KC, packed into 6-row slivers
+          pack A[ic:ic+mc, pc:pc+kc]
+          for jr in 0..nc step 16:
+            for ir in 0..mc step 6:
+              6x16 micro-kernel: 12 <8 x float> accumulators in registers, per k one
+              broadcast of each of 6 A values and 2 vector loads of B, 12 llvm.fma.v8f32;
+              C tile += (or = for the first k block) the result; edge tiles go through a
+              6x16 scratch tile
+
+Threads split the rows (m0, m1) (the caller runs one call per thread with its own packing
+buffers). The module is compiled once and cached like every kernel (memory + disk).
+"""
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from graphc import kernel as K
+from graphc.ops import Op
+from graphc.types import DType
+
+MR, NR, KC, MC, NC = 6, 16, 256, 96, 2048
+_FN: list = []
+
+
+def _module_text() -> str:
+    from llvmlite import ir
+    f32, i64, i1 = ir.FloatType(), ir.IntType(64), ir.IntType(1)
+    v8 = ir.VectorType(f32, 8)
+    fp = f32.as_pointer()
+    m = ir.Module("graphc_gemm")
+    from graphc.backends.llvm import _target
+    m.triple, m.data_layout = _target()[1], _target()[2]
+    fma = ir.Function(m, ir.FunctionType(v8, [v8, v8, v8]), "llvm.fma.v8f32")
+    c64 = lambda v: ir.Constant(i64, v)  # noqa: E731
+
+    def loop(b, fn, lo, hi, step, body, name):
+        pre = b.block
+        cond, bb, end = (fn.append_basic_block(f"{name}.{s}") for s in ("c", "b", "e"))
+        b.branch(cond)
+        b.position_at_end(cond)
+        i = b.phi(i64, name)
+        i.add_incoming(lo, pre)
+        b.cbranch(b.icmp_signed("<", i, hi), bb, end)
+        b.position_at_end(bb)
+        body(i)
+        i.add_incoming(b.add(i, step if isinstance(step, ir.Value) else c64(step)), b.block)
+        b.branch(cond)
+        b.position_at_end(end)
+
+    def smin(b, x, y):
+        return b.select(b.icmp_signed("<", x, y), x, y)
+
+    def func(name, argtys, argnames):
+        fn = ir.Function(m, ir.FunctionType(ir.VoidType(), argtys), name)
+        fn.attributes.add("nounwind")
+        for a, n in zip(fn.args, argnames):
+            a.name = n
+        for a, t in zip(fn.args, argtys):
+            if t == fp:
+                a.add_attribute("noalias")
+        b = ir.IRBuilder(fn.append_basic_block("entry"))
+        return fn, b
+
+    # ---- pack A: rows x kc block (lda) -> slivers of MR rows, k-major, zero-padded ----
+    pa, b = func("gc_pack_a", [fp, i64, i64, i64, i64, fp], ["A", "rs", "cs", "rows", "kc", "out"])
+    A, rs, cs, rows, kc, out = pa.args
+    nsl = b.sdiv(b.add(rows, c64(MR - 1)), c64(MR))
+
+    def pa_body(s):
+        def k_body(k):
+            for r in range(MR):
+                row = b.add(b.mul(s, c64(MR)), c64(r))
+                ok = b.icmp_signed("<", row, rows)
+                src = b.add(b.mul(smin(b, row, b.sub(rows, c64(1))), rs), b.mul(k, cs))
+                v = b.load(b.gep(A, [src]))
+                dst = b.add(b.mul(b.add(b.mul(s, kc), k), c64(MR)), c64(r))
+                b.store(b.select(ok, v, ir.Constant(f32, 0.0)), b.gep(out, [dst]))
+        loop(b, pa, c64(0), kc, 1, k_body, "k")
+    loop(b, pa, c64(0), nsl, 1, pa_body, "s")
+    b.ret_void()
+
+    # ---- pack B: kc x cols block (ldb) -> slivers of NR columns, k-major, zero-padded ----
+    pb, b = func("gc_pack_b", [fp, i64, i64, i64, i64, fp], ["B", "rs", "cs", "kc", "cols", "out"])
+    B, rs, cs, kc, cols, out = pb.args
+    nsl = b.sdiv(b.add(cols, c64(NR - 1)), c64(NR))
+
+    def pb_body(s):
+        def k_body(k):
+            for c in range(NR):
+                col = b.add(b.mul(s, c64(NR)), c64(c))
+                ok = b.icmp_signed("<", col, cols)
+                src = b.add(b.mul(k, rs), b.mul(smin(b, col, b.sub(cols, c64(1))), cs))
+                v = b.load(b.gep(B, [src]))
+                dst = b.add(b.mul(b.add(b.mul(s, kc), k), c64(NR)), c64(c))
+                b.store(b.select(ok, v, ir.Constant(f32, 0.0)), b.gep(out, [dst]))
+        loop(b, pb, c64(0), kc, 1, k_body, "k")
+    loop(b, pb, c64(0), nsl, 1, pb_body, "s")
+    b.ret_void()
+
+    # ---- micro-kernel: C (ldc) [+]= Ap (kc x MR) * Bp (kc x NR) ----
+    uk, b = func("gc_ukernel", [fp, fp, fp, i64, i64, i1], ["Ap", "Bp", "C", "ldc", "kc", "beta"])
+    uk.attributes.add("alwaysinline")
+    Ap, Bp, C, ldc, kc, beta = uk.args
+    vp = v8.as_pointer()
+    zero = ir.Constant(v8, [0.0] * 8)
+    undef = ir.Constant(v8, ir.Undefined)
+    mask0 = ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8)
+    entry = b.block
+    cond, body, done = (uk.append_basic_block(n) for n in ("k.c", "k.b", "k.e"))
+    b.branch(cond)
+    b.position_at_end(cond)
+    k = b.phi(i64, "k")
+    k.add_incoming(c64(0), entry)
+    accs = [b.phi(v8, f"c{r}{h}") for r in range(MR) for h in range(2)]
+    for a in accs:
+        a.add_incoming(zero, entry)
+    b.cbranch(b.icmp_signed("<", k, kc), body, done)
+    b.position_at_end(body)
+    bv = [b.load(b.bitcast(b.gep(Bp, [b.add(b.mul(k, c64(NR)), c64(8 * h))]), vp), align=4)
+          for h in range(2)]
+    new = []
+    for r in range(MR):
+        a = b.load(b.gep(Ap, [b.add(b.mul(k, c64(MR)), c64(r))]))
+        av = b.shuffle_vector(b.insert_element(undef, a, ir.Constant(ir.IntType(32), 0)),
+                              undef, mask0)
+        for h in range(2):
+            new.append(b.call(fma, [av, bv[h], accs[2 * r + h]]))
+    for a, nv in zip(accs, new):
+        a.add_incoming(nv, body)
+    k.add_incoming(b.add(k, c64(1)), body)
+    b.branch(cond)
+    b.position_at_end(done)
+    for r in range(MR):
+        for h in range(2):
+            p = b.bitcast(b.gep(C, [b.add(b.mul(c64(r), ldc), c64(8 * h))]), vp)
+            old = b.select(beta, b.load(p, align=4), zero)
+            b.store(b.fadd(old, accs[2 * r + h]), p, align=4)
+    b.ret_void()
+
+    # ---- driver ----
+    sg, b = func("gc_sgemm", [fp, fp, fp, i64, i64, i64, i64, i64, fp, fp] + [i64] * 4,
+                 ["A", "B", "C", "M", "N", "K", "m0", "m1", "bufA", "bufB",
+                  "rsa", "csa", "rsb", "csb"])
+    A, B, C, M, N, K, m0, m1, bufA, bufB, rsa, csa, rsb, csb = sg.args
+    with b.goto_entry_block():
+        tile = b.alloca(ir.ArrayType(f32, MR * NR), name="tile")
+    tp = b.bitcast(tile, fp)
+
+    def jc_body(jc):
+        nc = smin(b, c64(NC), b.sub(N, jc))
+
+        def pc_body(pc):
+            kc = smin(b, c64(KC), b.sub(K, pc))
+            first = b.icmp_signed("!=", pc, c64(0))
+            b.call(pb, [b.gep(B, [b.add(b.mul(pc, rsb), b.mul(jc, csb))]), rsb, csb, kc, nc,
+                        bufB])
+
+            def ic_body(ic):
+                mc = smin(b, c64(MC), b.sub(m1, ic))
+                b.call(pa, [b.gep(A, [b.add(b.mul(ic, rsa), b.mul(pc, csa))]), rsa, csa, mc, kc,
+                            bufA])
+
+                def jr_body(jr):
+                    nr = smin(b, c64(NR), b.sub(nc, jr))
+                    bsl = b.gep(bufB, [b.mul(jr, kc)])
+
+                    def ir_body(ir_):
+                        mr = smin(b, c64(MR), b.sub(mc, ir_))
+                        asl = b.gep(bufA, [b.mul(ir_, kc)])
+                        cp = b.gep(C, [b.add(b.mul(b.add(ic, ir_), N), b.add(jc, jr))])
+                        full = b.and_(b.icmp_signed("==", mr, c64(MR)),
+                                      b.icmp_signed("==", nr, c64(NR)))
+                        with b.if_else(full) as (then, other):
+                            with then:
+                                b.call(uk, [asl, bsl, cp, N, kc, first])
+                            with other:  # edge: through the scratch tile
+                                def copy(to_tile):
+                                    def rr(r):
+                                        def cc(c):
+                                            t = b.gep(tp, [b.add(b.mul(r, c64(NR)), c)])
+                                            x = b.gep(cp, [b.add(b.mul(r, N), c)])
+                                            src, dst = (x, t) if to_tile else (t, x)
+                                            b.store(b.load(src), dst)
+                                        loop(b, sg, c64(0), nr, 1, cc, "cc")
+                                    loop(b, sg, c64(0), mr, 1, rr, "rr")
+                                with b.if_then(first):
+                                    copy(True)
+                                b.call(uk, [asl, bsl, tp, c64(NR), kc, first])
+                                copy(False)
+                    loop(b, sg, c64(0), mc, MR, ir_body, "ir")
+                loop(b, sg, c64(0), nc, NR, jr_body, "jr")
+            loop(b, sg, m0, m1, MC, ic_body, "ic")
+        loop(b, sg, c64(0), K, KC, pc_body, "pc")
+    loop(b, sg, c64(0), N, NC, jc_body, "jc")
+    b.ret_void()
+    return str(m)
+
+
+def sgemm_fn():
+    """The compiled gc_sgemm as a ctypes function (compiled once, cached on disk)."""
+    if not _FN:
+        from graphc.backends.llvm import jit_info
+        addrs, info = jit_info(_module_text(), ["gc_sgemm"], 3)
+        _FN.append(ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 3, *[ctypes.c_int64] * 5,
+                                    ctypes.c_void_p, ctypes.c_void_p,
+                                    *[ctypes.c_int64] * 4)(addrs["gc_sgemm"]))
+        _FN.append(info)  # keeps the engine alive
+    return _FN[0]
+
+
+def buffers(K: int, N: int):
+    """Packing buffers for one thread: (A block, B panel)."""
+    kc = min(KC, K)
+    nc = -(-min(NC, N) // NR) * NR
+    return np.empty(MC * kc + 64, np.float32), np.empty(kc * nc + 64, np.float32)
+
+
+def sgemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, m0: int, m1: int, bufs=None):
+    """c[m0:m1] = a[m0:m1] @ b for 2-D float32 arrays, a and b with any element strides, c
+    C-contiguous (a testing entry point)."""
+    M, K = a.shape
+    N = b.shape[1]
+    ba, bb = bufs or buffers(K, N)
+    st = [s // 4 for s in a.strides + b.strides]
+    sgemm_fn()(a.ctypes.data, b.ctypes.data, c.ctypes.data, M, N, K, m0, m1,
+               ba.ctypes.data, bb.ctypes.data, *st)
+
+
+# ---- use in the backend: a matmul kernel = GEMM + its elementwise epilogue ----------------------
+MIN_M, MIN_N, MIN_WORK = 16, 16, 1 << 18   # below: the loop kernel (packing would not pay)
+
+
+@dataclass
+class GemmSpec:
+    ia: int            # kernel argument index of A and B
+    ib: int
+    sa: tuple          # (row stride, column stride) of A and of B, in elements
+    sb: tuple
+    M: int
+    N: int
+    K: int
+    a_off: list        # per output batch: element offset into A, B
+    b_off: list
+
+
+def _split(kernel: K.Kernel):
+    """The row_matmul kernel's body without zero-init and accumulation: the epilogue loops
+    only (None when there is no epilogue); False when the body is not that shape."""
+    def walk(body):
+        if len(body) == 1 and isinstance(body[0], K.Loop):
+            inner = body[0].body
+            if (len(inner) in (2, 3) and all(isinstance(s, K.Loop) for s in inner)
+                    and inner[0].var.startswith("j") and inner[1].var.startswith("k")):
+                return ((replace(body[0], body=(inner[2],)),) if len(inner) == 3 else None)
+            sub = walk(inner)
+            return sub if sub in (None, False) else (replace(body[0], body=sub),)
+        return False
+    return walk(kernel.body)
+
+
+def plan(node, kernel: K.Kernel):
+    """(GemmSpec, epilogue kernel or None) when a fused matmul node can run on gc_sgemm:
+    one float32 matmul whose operands are kernel inputs (or their transposes), followed by an
+    elementwise epilogue
+    (the row_matmul shape of graphc.lower); None otherwise."""
+    if kernel.kind != "matmul":
+        return None
+    body = node.attrs["body"]
+    mms = [n for n in body.nodes if n.op is Op.MATMUL]
+    if len(mms) != 1:
+        return None
+    mm = mms[0]
+    ins = [id(n) for n in body.inputs]
+
+    def operand(x):  # (kernel input, transposed?) for an input or its last-two-axes swap
+        if id(x) in ins:
+            return x, False
+        if x.op is Op.PERMUTE and id(x.inputs[0]) in ins:
+            r = len(x.shape)
+            if tuple(x.attrs["perm"]) == tuple(range(r - 2)) + (r - 1, r - 2):
+                return x.inputs[0], True
+        return None, None
+    a, b = mm.inputs
+    if mm.dtype is not DType.float32 or len(a.shape) < 2 or len(b.shape) < 2:
+        return None
+    (xa, ta), (xb, tb) = operand(a), operand(b)
+    if xa is None or xb is None:
+        return None
+    M, KK, N = a.shape[-2], a.shape[-1], b.shape[-1]
+    if M < MIN_M or N < MIN_N or KK < 1 or M * N * KK < MIN_WORK:
+        return None
+    epi = _split(kernel)
+    if epi is False:
+        return None
+    batch = tuple(mm.shape[:-2])
+    nb = int(np.prod(batch, dtype=np.int64))
+
+    def offsets(shape, size):
+        bs = tuple(shape[:-2])
+        idx = np.arange(int(np.prod(bs, dtype=np.int64))).reshape(bs)
+        return (np.broadcast_to(idx, batch).reshape(nb) * size).tolist()
+    spec = GemmSpec(ins.index(id(xa)), ins.index(id(xb)), (1, M) if ta else (KK, 1),
+                    (1, KK) if tb else (N, 1), M, N, KK,
+                    offsets(a.shape, M * KK), offsets(b.shape, KK * N))
+    return spec, (None if epi is None else replace(kernel, body=epi))
+
+
+_TLS = threading.local()
+
+
+def _bufs(K_: int, N: int):
+    key = (min(KC, K_), min(NC, N))
+    got = getattr(_TLS, "bufs", None)
+    if got is None or got[0] != key:
+        _TLS.bufs = got = (key, buffers(K_, N))
+    return got[1]
+
+
+def _call(a, b, c, M, N, K_, m0, m1, strides):
+    ba, bb = _bufs(K_, N)
+    sgemm_fn()(a, b, c, M, N, K_, m0, m1, ba.ctypes.data, bb.ctypes.data, *strides)
+
+
+def run(spec: GemmSpec, ptrs: list[int], threads: int, pool):
+    """C = A @ B for every batch, rows split over threads (ctypes releases the GIL)."""
+    M, N, K_ = spec.M, spec.N, spec.K
+    a, b, c = ptrs[spec.ia], ptrs[spec.ib], ptrs[-1]
+    chunks = max(1, min(threads, (M * N * K_) // MIN_WORK, -(-M // MR)))
+    rows = -(-M // (chunks * MR)) * MR
+    st = spec.sa + spec.sb
+    tasks = [(a + 4 * oa, b + 4 * ob, c + 4 * t * M * N, M, N, K_, m0, min(M, m0 + rows), st)
+             for t, (oa, ob) in enumerate(zip(spec.a_off, spec.b_off))
+             for m0 in range(0, M, rows)]
+    futs = [pool().submit(_call, *t) for t in tasks[1:]] if len(tasks) > 1 else []
+    _call(*tasks[0])
+    for f in futs:
+        f.result()

@@ -1,0 +1,107 @@
+"""The packed GEMM of the LLVM backend (backends/llvm_gemm.py) against numpy: odd sizes,
+edge tiles, several K blocks, batched and broadcast operands, fused epilogues, threads, and
+a training step whose matmuls run on it (thresholds lowered so small cases take the path)."""
+import numpy as np
+import pytest
+
+import graphc as gc
+
+L = pytest.importorskip("graphc.backends.llvm")
+from graphc.backends import llvm_gemm as G  # noqa: E402
+
+
+@pytest.fixture
+def always_gemm(monkeypatch):
+    monkeypatch.setattr(G, "MIN_M", 1)
+    monkeypatch.setattr(G, "MIN_N", 1)
+    monkeypatch.setattr(G, "MIN_WORK", 1)
+
+
+def _rand(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("M,K,N", [(1, 1, 1), (3, 5, 7), (17, 17, 17), (6, 16, 16),
+                                   (1000, 3, 17), (17, 600, 1000), (97, 513, 33)])
+def test_sgemm_direct(M, K, N):
+    rng = np.random.default_rng(M * 7 + K + N)
+    a, b = _rand(rng, M, K), _rand(rng, K, N)
+    c = np.full((M, N), np.nan, np.float32)
+    G.sgemm(a, b, c, 0, M)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+    c2 = np.full((M, N), 7.0, np.float32)  # a row range leaves the rest alone
+    G.sgemm(a, b, c2, M // 2, M)
+    np.testing.assert_allclose(c2[M // 2:], (a @ b)[M // 2:], rtol=1e-4, atol=1e-4 * np.sqrt(K))
+    assert (c2[:M // 2] == 7.0).all()
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("M,K,N", [(1, 3, 1000), (3, 1000, 17), (1000, 17, 3), (130, 260, 70)])
+def test_matmul_epilogue_through_gemm(always_gemm, M, K, N, threads):
+    rng = np.random.default_rng(M + K + N)
+    a, b, c = _rand(rng, M, K), _rand(rng, K, N), _rand(rng, N)
+    f = gc.compile(lambda a, b, c: gc.maximum(a @ b + c, 0.0) * 2.0,
+                   backend=L.LLVMBackend(threads=threads))
+    prog = f.lower(a, b, c).program
+    assert any(s.gemm is not None for s in prog.steps)
+    np.testing.assert_allclose(f(a, b, c), np.maximum(a @ b + c, 0) * 2, rtol=1e-4,
+                               atol=1e-4 * np.sqrt(K))
+
+
+@pytest.mark.parametrize("sa,sb", [((3, 40, 50), (3, 50, 60)), ((40, 50), (2, 3, 50, 60)),
+                                   ((2, 1, 17, 5), (3, 5, 9)), ((4, 7, 8), (8, 3))])
+def test_batched_and_broadcast(always_gemm, sa, sb):
+    rng = np.random.default_rng(len(sa) * 10 + len(sb))
+    a, b = _rand(rng, *sa), _rand(rng, *sb)
+    f = gc.compile(lambda a, b: a @ b, backend="llvm")
+    assert any(s.gemm is not None for s in f.lower(a, b).program.steps)
+    np.testing.assert_allclose(f(a, b), a @ b, rtol=1e-4, atol=1e-4)
+
+
+def test_large_default_thresholds_use_gemm():
+    rng = np.random.default_rng(1)
+    a, b = _rand(rng, 200, 300), _rand(rng, 300, 100)
+    f = gc.compile(lambda a, b: a @ b, backend="llvm")
+    assert [s.gemm is not None for s in f.lower(a, b).program.steps] == [True]
+    np.testing.assert_allclose(f(a, b), a @ b, rtol=1e-4, atol=1e-3)
+    off = gc.compile(lambda a, b: a @ b, backend=L.LLVMBackend(gemm=False))
+    assert [s.gemm for s in off.lower(a, b).program.steps] == [None]
+
+
+def test_training_step_gradients_through_gemm(always_gemm):
+    def loss(W1, W2, X, Y):
+        h = gc.tanh(X @ W1)
+        z = h @ W2
+        z = z - gc.max(z, axis=1, keepdims=True)
+        return -gc.sum(Y * (z - gc.log(gc.sum(gc.exp(z), axis=1, keepdims=True)))) / X.shape[0]
+    rng = np.random.default_rng(3)
+    args = (_rand(rng, 13, 21) * 0.3, _rand(rng, 21, 5) * 0.3, _rand(rng, 19, 13),
+            np.eye(5, dtype=np.float32)[rng.integers(0, 5, 19)])
+    step = lambda *a: gc.value_and_grad(loss, argnums=(0, 1))(*a)  # noqa: E731
+    got = gc.compile(step, backend="llvm")(*args)
+    want = gc.compile(step, backend="numpy")(*args)
+    for g, w in zip(np.concatenate([np.ravel(x) for x in _flat(got)]),
+                    np.concatenate([np.ravel(x) for x in _flat(want)])):
+        assert abs(g - w) <= 1e-4 + 1e-3 * abs(w)
+
+
+def _flat(x):
+    if isinstance(x, (tuple, list)):
+        return [v for e in x for v in _flat(e)]
+    return [np.asarray(x)]
+
+
+@pytest.mark.parametrize("ta,tb", [(True, False), (False, True), (True, True)])
+def test_transposed_operands(always_gemm, ta, tb):
+    rng = np.random.default_rng(7)
+    x, y = _rand(rng, 37, 23), _rand(rng, 23, 41)
+    xs = np.ascontiguousarray(x.T) if ta else x   # stored transposed, used as x
+    ys = np.ascontiguousarray(y.T) if tb else y
+    fa = (lambda v: gc.transpose(v)) if ta else (lambda v: v)
+    fb = (lambda v: gc.transpose(v)) if tb else (lambda v: v)
+    f = gc.compile(lambda p, q: fa(p) @ fb(q) - 1.0, backend="llvm")
+    assert any(s.gemm is not None for s in f.lower(xs, ys).program.steps)
+    np.testing.assert_allclose(f(xs, ys), x @ y - 1, rtol=1e-4, atol=1e-4)
+    c = np.empty((37, 41), np.float32)
+    G.sgemm(xs.T if ta else xs, ys.T if tb else ys, c, 0, 37)  # strided views directly
+    np.testing.assert_allclose(c, x @ y, rtol=1e-4, atol=1e-4)
