@@ -366,10 +366,10 @@ def jit(module_text: str, names: list[str], opt: int = 3):
     return jit_info(module_text, names, opt)[0]
 
 
-def jit_info(module_text: str, names: list[str], opt: int = 3):
+def jit_info(module_text: str, names: list[str], opt: int = 3, unroll: bool = True):
     """({name: address}, llvm_cache.CompileInfo: memory/disk/compiled and phase times)."""
     from graphc.backends import llvm_cache
-    return llvm_cache.lookup(module_text, names, opt, _target()[0], _machine)
+    return llvm_cache.lookup(module_text, names, opt, _target()[0], _machine, unroll)
 
 
 def clear_memory_cache():
@@ -379,10 +379,15 @@ def clear_memory_cache():
     llvm_cache.clear_memory()
 
 
-def optimized_ir(module_text: str, opt: int = 3) -> str | None:
-    """The optimised LLVM IR of a module compiled before (for inspection)."""
+def optimized_ir(module_text: str, opt: int = 3, unroll: bool | None = None) -> str | None:
+    """The optimised LLVM IR of a module compiled before (for inspection; unroll None: with
+    or without loop unrolling, whichever was compiled)."""
     from graphc.backends import llvm_cache
-    return llvm_cache.optimized_ir(module_text, opt)
+    for u in ((False, True) if unroll is None else (unroll,)):
+        text = llvm_cache.optimized_ir(module_text, opt, u)
+        if text is not None:
+            return text
+    return None
 
 
 # ---- runtime ------------------------------------------------------------------------------------------
@@ -486,12 +491,14 @@ class LLVMBackend:
     """Options: `fast_math` (let LLVM reassociate float math: faster reductions, results
     differ in the last bits), `threads` (default os.cpu_count()), `opt` (0-3), `gemm`
     (float32 matmul kernels big enough run on the packed GEMM of backends/llvm_gemm.py,
-    their elementwise epilogue after it; False keeps the loop kernels)."""
+    their elementwise epilogue after it; False keeps the loop kernels), `unroll` (LLVM's
+    loop unrolling, off by default: on W1/W2/W3 of benchmarks/workloads.py it compiled 2-5x
+    faster and ran as fast (the vectoriser still interleaves); the GEMM module keeps it)."""
     name = "llvm"
 
     def __init__(self, fast_math: bool = False, threads: int | None = None, opt: int = 3,
-                 gemm: bool = True):
-        self.fast_math, self.opt, self.gemm = fast_math, opt, gemm
+                 gemm: bool = True, unroll: bool = False):
+        self.fast_math, self.opt, self.gemm, self.unroll = fast_math, opt, gemm, unroll
         self.threads = threads or os.cpu_count() or 1
 
     def available(self):
@@ -536,7 +543,7 @@ class LLVMBackend:
         cnodes = [n for n, k in zip(nodes, kernels) if k is not None]
         text, source = self.render(graph, cnodes, compiled)
         t0 = time.perf_counter()
-        addrs, info = jit_info(text, [k.name for k in compiled], self.opt)
+        addrs, info = jit_info(text, [k.name for k in compiled], self.opt, self.unroll)
         if gemms:
             llvm_gemm.sgemm_fn()
         steps = [_Step(n, k, addrs[k.name] if k is not None else None, self.threads,

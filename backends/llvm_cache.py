@@ -54,11 +54,11 @@ def cache_dir() -> str | None:
     return os.path.join(base, "graphc")
 
 
-def cache_key(module_text: str, opt: int) -> str:
+def cache_key(module_text: str, opt: int, unroll: bool = True) -> str:
     import llvmlite
     import llvmlite.binding as llvm
     h = hashlib.sha256()
-    for part in (f"O{opt}", llvmlite.__version__, ".".join(map(str, llvm.llvm_version_info)),
+    for part in (f"O{opt}{'' if unroll else '-unroll'}", llvmlite.__version__, ".".join(map(str, llvm.llvm_version_info)),
                  llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(), module_text):
         h.update(part.encode())
         h.update(b"\0")
@@ -97,10 +97,11 @@ def _load(obj: bytes, names, machine):
     return engine, addrs
 
 
-def lookup(module_text: str, names: list[str], opt: int, target_machine, make_machine):
+def lookup(module_text: str, names: list[str], opt: int, target_machine, make_machine,
+           unroll: bool = True):
     """({name: address}, CompileInfo) for a module, compiling it only when no cache has it."""
     import llvmlite.binding as llvm
-    key = cache_key(module_text, opt)
+    key = cache_key(module_text, opt, unroll)
     with _LOCK:
         hit = _MEMORY.get(key)
         if hit is not None and all(n in hit[1] for n in names):
@@ -137,6 +138,7 @@ def lookup(module_text: str, names: list[str], opt: int, target_machine, make_ma
         t0 = time.perf_counter()
         if opt:
             pto = llvm.create_pipeline_tuning_options(speed_level=opt)
+            pto.loop_unrolling = unroll
             pb = llvm.create_pass_builder(target_machine, pto)
             pb.getModulePassManager().run(mod, pb)
         text = str(mod)
@@ -159,8 +161,8 @@ def lookup(module_text: str, names: list[str], opt: int, target_machine, make_ma
         return addrs, info
 
 
-def optimized_ir(module_text: str, opt: int) -> str | None:
-    hit = _MEMORY.get(cache_key(module_text, opt))
+def optimized_ir(module_text: str, opt: int, unroll: bool = True) -> str | None:
+    hit = _MEMORY.get(cache_key(module_text, opt, unroll))
     return hit[2] if hit else None
 
 

@@ -30,7 +30,7 @@ from graphc import kernel as K
 from graphc.ops import Op
 from graphc.types import DType
 
-MR, NR, KC, MC, NC = 6, 16, 256, 96, 2048
+MR, NR, KC, MC, NC = 6, 16, 512, 144, 2048  # KC, MC: measured best of a small sweep (1024^2, 1 thread)
 _FN: list = []
 
 
@@ -38,6 +38,7 @@ def _module_text() -> str:
     from llvmlite import ir
     f32, i64, i1 = ir.FloatType(), ir.IntType(64), ir.IntType(1)
     v8 = ir.VectorType(f32, 8)
+    v8p = v8.as_pointer()
     fp = f32.as_pointer()
     m = ir.Module("graphc_gemm")
     from graphc.backends.llvm import _target
@@ -79,6 +80,13 @@ def _module_text() -> str:
     nsl = b.sdiv(b.add(rows, c64(MR - 1)), c64(MR))
 
     def pa_body(s):
+        def fast(k):  # a full sliver: no clamping, no select
+            base = b.add(b.mul(b.mul(s, c64(MR)), rs), b.mul(k, cs))
+            dst0 = b.mul(b.add(b.mul(s, kc), k), c64(MR))
+            for r in range(MR):
+                v = b.load(b.gep(A, [b.add(base, b.mul(rs, c64(r)))]))
+                b.store(v, b.gep(out, [b.add(dst0, c64(r))]))
+
         def k_body(k):
             for r in range(MR):
                 row = b.add(b.mul(s, c64(MR)), c64(r))
@@ -87,7 +95,11 @@ def _module_text() -> str:
                 v = b.load(b.gep(A, [src]))
                 dst = b.add(b.mul(b.add(b.mul(s, kc), k), c64(MR)), c64(r))
                 b.store(b.select(ok, v, ir.Constant(f32, 0.0)), b.gep(out, [dst]))
-        loop(b, pa, c64(0), kc, 1, k_body, "k")
+        with b.if_else(b.icmp_signed("<=", b.mul(b.add(s, c64(1)), c64(MR)), rows)) as (t, e):
+            with t:
+                loop(b, pa, c64(0), kc, 1, fast, "kf")
+            with e:
+                loop(b, pa, c64(0), kc, 1, k_body, "k")
     loop(b, pa, c64(0), nsl, 1, pa_body, "s")
     b.ret_void()
 
@@ -97,6 +109,13 @@ def _module_text() -> str:
     nsl = b.sdiv(b.add(cols, c64(NR - 1)), c64(NR))
 
     def pb_body(s):
+        def fast(k):  # a full sliver of contiguous columns: two 8-wide copies
+            src = b.gep(B, [b.add(b.mul(k, rs), b.mul(s, c64(NR)))])
+            dst = b.gep(out, [b.mul(b.add(b.mul(s, kc), k), c64(NR))])
+            for h in range(NR // 8):
+                v = b.load(b.bitcast(b.gep(src, [c64(8 * h)]), v8p), align=4)
+                b.store(v, b.bitcast(b.gep(dst, [c64(8 * h)]), v8p), align=4)
+
         def k_body(k):
             for c in range(NR):
                 col = b.add(b.mul(s, c64(NR)), c64(c))
@@ -105,7 +124,12 @@ def _module_text() -> str:
                 v = b.load(b.gep(B, [src]))
                 dst = b.add(b.mul(b.add(b.mul(s, kc), k), c64(NR)), c64(c))
                 b.store(b.select(ok, v, ir.Constant(f32, 0.0)), b.gep(out, [dst]))
-        loop(b, pb, c64(0), kc, 1, k_body, "k")
+        full = b.icmp_signed("<=", b.mul(b.add(s, c64(1)), c64(NR)), cols)
+        with b.if_else(b.and_(full, b.icmp_signed("==", cs, c64(1)))) as (t, e):
+            with t:
+                loop(b, pb, c64(0), kc, 1, fast, "kf")
+            with e:
+                loop(b, pb, c64(0), kc, 1, k_body, "k")
     loop(b, pb, c64(0), nsl, 1, pb_body, "s")
     b.ret_void()
 
@@ -212,7 +236,7 @@ def sgemm_fn():
     """The compiled gc_sgemm as a ctypes function (compiled once, cached on disk)."""
     if not _FN:
         from graphc.backends.llvm import jit_info
-        addrs, info = jit_info(_module_text(), ["gc_sgemm"], 3)
+        addrs, info = jit_info(_module_text(), ["gc_sgemm"], 3, True)  # unrolled k loop
         _FN.append(ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 3, *[ctypes.c_int64] * 5,
                                     ctypes.c_void_p, ctypes.c_void_p,
                                     *[ctypes.c_int64] * 4)(addrs["gc_sgemm"]))
@@ -224,7 +248,14 @@ def buffers(K: int, N: int):
     """Packing buffers for one thread: (A block, B panel)."""
     kc = min(KC, K)
     nc = -(-min(NC, N) // NR) * NR
-    return np.empty(MC * kc + 64, np.float32), np.empty(kc * nc + 64, np.float32)
+    return _aligned(MC * kc), _aligned(kc * nc)
+
+
+def _aligned(n: int) -> np.ndarray:
+    """n float32, 64-byte aligned (a packed B row of 16 floats is one cache line)."""
+    raw = np.empty(n + 16, np.float32)
+    skip = (-raw.ctypes.data % 64) // 4
+    return raw[skip:skip + n]
 
 
 def sgemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, m0: int, m1: int, bufs=None):

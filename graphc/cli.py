@@ -391,7 +391,7 @@ def cmd_compare(ns) -> int:
     results = _running(fname, path, lambda: cmp.compare(
         fn, args, spec, grad=grad, argnums=ns.argnums, repeat=ns.repeat, passes=ns.passes,
         diagnose=True))
-    names = sorted({r.backend for c in results for r in c.runs})
+    names = list(dict.fromkeys(r.backend for c in results for r in c.runs))
     print(f"compare {ns.target} on {', '.join(names)} vs the reference interpreter "
           f"(passes {cmp.REFERENCE_PASSES}); {ns.repeat} timed runs, median")
     first = None

@@ -300,6 +300,23 @@ class _Lowerer:
                 nest("j", [bi, N], epilogue)
         return self.loops("i", root.shape[:-2] + (M // bi,), block, parallel=True)[0]
 
+    def concat_parts(self, root: Node, out: K.Buffer, outer) -> None:
+        """A root concat (axis > 0) as one loop nest per part, inside the parallel loop over
+        axis 0: each element computes only its own part (not a select over all parts)."""
+        ax, off = root.attrs["axis"], 0
+        for x in root.inputs:
+            if x.shape[ax] == 0:
+                continue
+
+            def inner(vs, x=x, off=off):
+                idx = list(outer) + list(vs)
+                dst = list(idx)
+                dst[ax] = K.add(idx[ax], K.Const(off))
+                self.emit(K.Store(out, self.flat(dst, root.shape), self.value(x, idx)))
+            for st in self.loops("j", x.shape[1:], inner)[0]:
+                self.emit(st)
+            off += x.shape[ax]
+
     def kernel(self, kind: str, provenance) -> K.Kernel:
         root = self.body.outputs[0]
         out = K.Buffer("out", root.shape, root.dtype, "out")
@@ -313,7 +330,12 @@ class _Lowerer:
         def inner(vars_):
             self.emit(K.Store(out, self.flat(vars_, root.shape), self.value(root, vars_)))
         self.scopes.append(([], {}))  # the kernel's top level (a scalar root stores here)
-        body, _ = self.loops("i", root.shape, inner, parallel=True)
+        if (kind in ("elementwise", "movement") and root.op is Op.CONCAT
+                and len(root.shape) >= 2 and root.attrs["axis"] != 0):
+            body, _ = self.loops("i", root.shape[:1], lambda v: self.concat_parts(root, out, v),
+                                 parallel=True)
+        else:
+            body, _ = self.loops("i", root.shape, inner, parallel=True)
         top = self.scopes.pop()[0] + body
         return K.Kernel(self.name, tuple(self.buffers), tuple(top), kind, tuple(provenance),
                         tuple(self.consts))

@@ -283,14 +283,14 @@ def run(args, capsys):
 
 
 def test_cli_compare_on_the_cnn(capsys):
-    code, out, err = run(["compare", CNN, "--repeat", "1"], capsys)
+    # numpy only: the CNN on every backend is test_parity's example test (compiling it cold
+    # costs seconds per backend); every backend through compare() is tested above
+    code, out, err = run(["compare", CNN, "--repeat", "1", "--backends", "numpy"], capsys)
     assert code == 0, out + err
     assert "forward: loss" in out and "gradients: value_and_grad(loss" in out
     for needle in ("max abs", "max rel", "tolerance", "compile ms", "run ms", "grad params.conv_w",
-                   "every backend agrees"):
+                   "every backend agrees", " numpy ", "reference"):
         assert needle in out
-    for name in backends.names():
-        assert f" {name} " in out
 
 
 def test_cli_gradcheck_on_the_cnn(capsys):
