@@ -271,6 +271,8 @@ def sgemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, m0: int, m1: int, bufs=No
 
 # ---- use in the backend: a matmul kernel = GEMM + its elementwise epilogue ----------------------
 MIN_M, MIN_N, MIN_WORK = 16, 16, 1 << 18   # below: the loop kernel (packing would not pay)
+THREAD_WORK = 1 << 22  # multiply-adds per thread below which a GEMM stays on fewer threads
+                       # (a thread hand-off can cost ~1 ms on a loaded machine)
 
 
 @dataclass
@@ -352,11 +354,13 @@ _TLS = threading.local()
 
 
 def _bufs(K_: int, N: int):
-    key = (min(KC, K_), min(NC, N))
+    """This thread's packing buffers, kept and grown as needed (never freed mid-call)."""
+    kc, nc = min(KC, K_), -(-min(NC, N) // NR) * NR
     got = getattr(_TLS, "bufs", None)
-    if got is None or got[0] != key:
-        _TLS.bufs = got = (key, buffers(K_, N))
-    return got[1]
+    if got is None or got[0].size < MC * kc or got[1].size < kc * nc:
+        old = (0, 0) if got is None else (got[0].size, got[1].size)
+        _TLS.bufs = got = (_aligned(max(MC * kc, old[0])), _aligned(max(kc * nc, old[1])))
+    return got
 
 
 def _call(a, b, c, M, N, K_, m0, m1, strides):
@@ -368,7 +372,7 @@ def run(spec: GemmSpec, ptrs: list[int], threads: int, pool):
     """C = A @ B for every batch, rows split over threads (ctypes releases the GIL)."""
     M, N, K_ = spec.M, spec.N, spec.K
     a, b, c = ptrs[spec.ia], ptrs[spec.ib], ptrs[-1]
-    chunks = max(1, min(threads, (M * N * K_) // MIN_WORK, -(-M // MR)))
+    chunks = max(1, min(threads, (M * N * K_) // THREAD_WORK, -(-M // MR)))
     rows = -(-M // (chunks * MR)) * MR
     st = spec.sa + spec.sb
     tasks = [(a + 4 * oa, b + 4 * ob, c + 4 * t * M * N, M, N, K_, m0, min(M, m0 + rows), st)

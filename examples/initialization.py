@@ -32,7 +32,8 @@ from graphc.nn import functional as F
 from graphc.nn import init
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from optimizers import blas_threads, load_digits_split, parse_args, pyplot  # noqa: E402
+from _common import blas_threads, load_digits_split, pyplot  # noqa: E402
+from _common import parse_and_announce as parse_args  # noqa: E402
 
 DEPTH, WIDTH = 10, 256
 INITS = ("zeros", "small normal", "large normal", "Xavier", "Kaiming")

@@ -36,47 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
 
 
-# ---- helpers over examples/_common.py, shared by this group of examples (schedules,
-# initialization, batchnorm_dropout, rnn_sequence, seq2seq_attention, regularization) -------
-def parse_args(argv, doc, title, epochs, quick_epochs):
-    """_common's options (--backend, --quick, --epochs, --out, --seed, --code); creates --out
-    and prints the banner. args.epochs is resolved (quick_epochs with --quick)."""
-    args = C.parse_args(doc, argv, epochs=epochs, quick_epochs=quick_epochs)
-    args.out.mkdir(parents=True, exist_ok=True)
-    C.banner(title, args)
-    return args
-
-
-@contextlib.contextmanager
-def blas_threads(n=1):
-    """Run with at most n BLAS threads (threadpoolctl, installed with scikit-learn). These
-    examples multiply small matrices, where OpenBLAS's threads cost more than they give: on a
-    busy 2-core machine a (32, 64) @ (64, 256) product took 2.5 ms with 2 threads and
-    0.035 ms with 1, making a whole training step 10x slower."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=n, user_api="blas"):
-        yield
-
-
-def load_digits_split(seed=0):
-    """_common's digits (pixels in [0, 1], stratified 75/25 split), centred and scaled with the
-    training statistics: (x − mean)/(std + 1/16), float32 (N, 64), labels int64. The 1/16 (one
-    grey level) keeps pixels that are almost always blank from being blown up, as plain
-    standardisation does (it cost the 400-image runs of batchnorm_dropout 4% test accuracy)."""
-    d = C.digits(seed=seed)
-    mu, sd = d.x_train.mean(0), d.x_train.std(0) + np.float32(1 / 16)
-    return (d.x_train - mu) / sd, d.y_train, (d.x_test - mu) / sd, d.y_test
-
-
-def pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+from _common import blas_threads, load_digits_split, pyplot  # noqa: E402
+from _common import parse_and_announce as parse_args  # noqa: E402
 
 
 # ---- 1. toy functions -------------------------------------------------------------------------

@@ -32,7 +32,8 @@ from graphc import nn, optim
 from graphc.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from optimizers import blas_threads, load_digits_split, parse_args, pyplot  # noqa: E402
+from _common import blas_threads, load_digits_split, pyplot  # noqa: E402
+from _common import parse_and_announce as parse_args  # noqa: E402
 
 ZERO = 1e-3   # |w| below this counts as zero (subgradient SGD jitters around 0 by ~lr·λ)
 PENALTIES = {"none": (None, 0.0), "L1": ("l1", 3e-3), "L2": ("l2", 3e-2)}

@@ -32,7 +32,8 @@ from graphc.nn import init
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
-from optimizers import blas_threads, load_digits_split, parse_args, pyplot  # noqa: E402
+from _common import blas_threads, load_digits_split, pyplot  # noqa: E402
+from _common import parse_and_announce as parse_args  # noqa: E402
 
 HIDDEN = 32
 THRESHOLDS = {"full": {"RNN": 0.85, "LSTM": 0.90, "GRU": 0.90, "lecture GRU": 0.90},

@@ -27,7 +27,8 @@ from graphc import nn, optim
 from graphc.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from optimizers import blas_threads, load_digits_split, parse_args, pyplot  # noqa: E402
+from _common import blas_threads, load_digits_split, pyplot  # noqa: E402
+from _common import parse_and_announce as parse_args  # noqa: E402
 
 BASE_LR = 0.1
 T = 100  # epochs shown in the table and the curves

@@ -42,7 +42,8 @@ from graphc.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
-from optimizers import blas_threads, parse_args, pyplot  # noqa: E402
+from _common import blas_threads, pyplot  # noqa: E402
+from _common import parse_and_announce as parse_args  # noqa: E402
 
 V, L = 8, 8          # alphabet size, sequence length
 BOS = V              # the decoder's start token (target vocabulary: V symbols + BOS)
