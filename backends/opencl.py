@@ -35,7 +35,7 @@ from graphc.ir import Graph, Node, register_internal_dir
 from graphc.ops import Op
 from graphc.types import DType
 
-from graphc.backends.runtime import arena_bytes, arena_offset, host_outputs, kernel_nodes
+from graphc.backends.runtime import arena_bytes, arena_offset, cache_dir, host_outputs, kernel_nodes
 
 register_internal_dir(__file__)
 
@@ -407,11 +407,6 @@ def describe_devices() -> list[str]:
 
 
 # ---- compile: source -> cl.Program, cached in memory and on disk ------------------------------------------
-def cache_dir() -> Path:
-    root = os.environ.get("GRAPHC_CACHE_DIR") or Path.home() / ".cache" / "graphc"
-    return Path(root) / "opencl"
-
-
 class OpenCLCompiler:
     """Builds OpenCL C for one device and context; binaries cached by source hash, build
     options, device name and driver version. A failed build raises a BackendError with
@@ -437,17 +432,20 @@ class OpenCLCompiler:
             if prog is not None:
                 STATS["memory_hits"] += 1
                 return prog
-            path = cache_dir() / f"{key}.bin"
+            folder = cache_dir("opencl")
+            path = folder / f"{key}.bin" if folder is not None else None
             prog = None
-            if path.exists():
+            if path is not None and path.exists():
                 try:
                     prog = cl.Program(self.context, [self.device], [path.read_bytes()])
                     prog.build(options=self.options)
                     STATS["disk_hits"] += 1
                 except Exception:  # a stale or foreign binary: rebuild from source
                     prog = None
-            if prog is None:
+            built = prog is None
+            if built:
                 prog = self._build(source)
+            if path is not None and built:  # also replaces a stale binary that failed to load
                 try:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     tmp = path.with_suffix(f".{os.getpid()}.tmp")

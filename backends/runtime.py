@@ -10,6 +10,9 @@ The LLVM backend (backends/llvm.py) has the same logic inline; it can import it 
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from graphc.ir import Graph, Node
@@ -48,3 +51,15 @@ def host_outputs(graph: Graph, value) -> tuple:
             v = value(o)
             outs.append(np.array(v if v is not None else o.attrs["value"].array))
     return tuple(outs)
+
+
+def cache_dir(sub: str) -> Path | None:
+    """Where a backend keeps compiled code between runs: $GRAPHC_CACHE_DIR/sub (default
+    $XDG_CACHE_HOME/graphc, i.e. ~/.cache/graphc); None when GRAPHC_CACHE_DIR is off/0/none."""
+    d = os.environ.get("GRAPHC_CACHE_DIR")
+    if d is not None and d.strip().lower() in ("", "off", "0", "none"):
+        return None
+    if d is None:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        d = os.path.join(base, "graphc")
+    return Path(d) / sub
