@@ -9,6 +9,12 @@ end`: the range of its outermost loop, so the runtime can split the loop over th
 (ctypes releases the GIL during the call). Floats follow IEEE (no fast-math) unless the
 backend is built with `fast_math=True`. llvmlite is imported inside functions only, so
 `import graphc.backends` stays light.
+
+Beside this file: backends/llvm_math.py (float32 exp/log/tanh in IR, so loops vectorise),
+backends/llvm_gemm.py (a packed 6x16 FMA GEMM that big float32 matmul kernels run on, their
+elementwise epilogue after it), backends/llvm_cache.py (compiled object code cached in memory
+and on disk, `$GRAPHC_CACHE_DIR` or ~/.cache/graphc; `program.compile_info` tells where the
+code came from and how long each phase took).
 """
 from __future__ import annotations
 

@@ -19,7 +19,10 @@ cache (the in-memory cache cleared in between).
 Implementations run interleaved (the order rotating each round), the table gives medians and
 the ratio to hand-written NumPy; each graphc result is checked against the hand-written one
 first. PyTorch/JAX rows would be added when importable (they are not installed here).
-NumPy's BLAS runs with its default threads; the llvm backend uses all cores.
+NumPy's BLAS runs with its default threads; the llvm backend uses all cores. Run through
+`python -m benchmarks`, OPENBLAS_THREAD_TIMEOUT=4 is set before numpy loads (see
+benchmarks/__main__.py: OpenBLAS threads spinning after a call otherwise steal a core from
+the implementation timed next).
 """
 from __future__ import annotations
 
@@ -331,7 +334,8 @@ def main(argv=None, quick: bool = False) -> list[Row]:
         rows += time_workload(name, step, by_hand, ex, flops, budget, reps)
         print(format_table([r for r in rows if r.workload == name]).split("\n", 2)[2], flush=True)
     print(f"\nworkloads ({'quick' if q else 'medians'}; numpy {np.__version__}, "
-          f"cpu count {os.cpu_count()})")
+          f"cpu count {os.cpu_count()}, "
+          f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')})")
     print(format_table(rows))
     if not args.only or "W1" in args.only:
         for label, s in compile_times(q):
