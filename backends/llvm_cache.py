@@ -4,9 +4,10 @@
 
 On a miss the module is parsed, verified, optimised (new pass manager, O`opt`) and turned
 into object code with `TargetMachine.emit_object`; the object code (and the optimised IR
-text, for inspection) is written to `$GRAPHC_CACHE_DIR` (default `$XDG_CACHE_HOME/graphc`,
-i.e. ~/.cache/graphc) atomically (write to a temp file, then rename). Either way the object
-code is loaded (after checking the sha256 stored in front of it) with an MCJIT engine's `add_object_file` (llvmlite 0.50: an engine made from
+text, for inspection) is written to `$GRAPHC_CACHE_DIR/llvm` (default
+~/.cache/graphc/llvm; `backends/runtime.cache_dir`) atomically (write to a temp file, then
+rename). Either way the object code is loaded (after checking the sha256 stored in front of
+it) with an MCJIT engine's `add_object_file` (llvmlite 0.50: an engine made from
 an empty module, the object added, `finalize_object`, then `get_function_address`), so a
 fresh process with a warm disk cache never runs the optimiser or the code generator.
 `GRAPHC_CACHE_DIR=off` turns the disk cache off. An unreadable or corrupt entry is
@@ -24,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from graphc.errors import BackendError
+from graphc.backends.runtime import cache_dir as shared_cache_dir
 
 _MEMORY: dict[str, tuple] = {}  # key -> (engine, {name: address}, optimised IR text, info)
 _LOCK = threading.Lock()
@@ -47,11 +49,8 @@ class CompileInfo:
 
 
 def cache_dir() -> str | None:
-    d = os.environ.get("GRAPHC_CACHE_DIR")
-    if d is not None:
-        return None if d.strip().lower() in ("", "off", "0", "none") else d
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "graphc")
+    d = shared_cache_dir("llvm")  # one rule for every backend: $GRAPHC_CACHE_DIR/llvm, or off
+    return None if d is None else str(d)
 
 
 def cache_key(module_text: str, opt: int, unroll: bool = True) -> str:

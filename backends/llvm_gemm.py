@@ -141,6 +141,14 @@ def _module_text() -> str:
     zero = ir.Constant(v8, [0.0] * 8)
     undef = ir.Constant(v8, ir.Undefined)
     mask0 = ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8)
+    i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+    prefetch = ir.Function(m, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                           "llvm.prefetch.p0")
+    for r in range(MR):  # the C tile's lines, to be in cache when the k loop ends
+        for off in (0, NR - 1):
+            cp_ = b.gep(C, [b.add(b.mul(c64(r), ldc), c64(off))])
+            b.call(prefetch, [b.bitcast(cp_, i8p), ir.Constant(i32, 1), ir.Constant(i32, 3),
+                              ir.Constant(i32, 1)])
     entry = b.block
     cond, body, done = (uk.append_basic_block(n) for n in ("k.c", "k.b", "k.e"))
     b.branch(cond)
