@@ -19,7 +19,6 @@ code came from and how long each phase took).
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +31,7 @@ from graphc.interpret import check_args
 from graphc.ir import Graph, Node, register_internal_dir
 from graphc.lower import as_kernels, lower_kernel
 from graphc.ops import Op
-from graphc.printer import format_node, node_names
+from graphc.printer import node_names
 from graphc.types import DType
 
 register_internal_dir(__file__)

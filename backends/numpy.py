@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import linecache
 import re
-import sys
 
 import numpy as np
 

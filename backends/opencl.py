@@ -16,6 +16,9 @@ the device between calls is a later step: `OpenCLProgram.device_buffers` maps gr
 their cl.Buffers, so a step whose parameter outputs feed its parameter inputs can bind the
 output buffer of one call as the input buffer of the next instead of copying.
 
+The renderer (kernel IR -> OpenCL C) is `graphc.backends.opencl_render`; this module selects the
+device, builds and caches programs and runs them. `OpenCLRenderer` is re-exported here.
+
 pyopencl is imported inside functions only, so `import graphc.backends` stays light.
 """
 from __future__ import annotations
@@ -24,317 +27,24 @@ import hashlib
 import math
 import os
 import threading
-from pathlib import Path
 
 import numpy as np
 
 from graphc import kernel as K
-from graphc.errors import BackendError, NoRuleError
+from graphc.errors import BackendError
 from graphc.interpret import check_args
 from graphc.ir import Graph, Node, register_internal_dir
 from graphc.ops import Op
-from graphc.types import DType
 
+from graphc.backends.opencl_render import STAGE, OpenCLRenderer
 from graphc.backends.runtime import arena_bytes, arena_offset, cache_dir, host_outputs, kernel_nodes
 
 register_internal_dir(__file__)
 
-STAGE = "compile (opencl)"
 INSTALL_HINT = 'pip install "pyopencl[pocl]"  (PoCL: an OpenCL driver for the CPU)'
 _PROGRAMS: dict[str, object] = {}   # cache key -> built cl.Program (in memory)
 _LOCK = threading.Lock()
 STATS = {"builds": 0, "disk_hits": 0, "memory_hits": 0}  # builds from source, for tests
-
-
-# ---- the renderer: declarative attributes and op tables ------------------------------------------------
-def _kind(dtype: DType) -> str:
-    return "float" if dtype.is_float else "bool" if dtype is DType.bool else "int"
-
-
-class OpenCLRenderer:
-    """Kernel IR -> OpenCL C. A dialect is attributes plus the op tables; the render loop
-    below is plain C and would serve another C-like dialect (CUDA, Metal) by subclassing."""
-    kernel_prefix = "__kernel void"
-    buffer_prefix = "__global "
-    const_prefix = "__constant "
-    index_type = "long"
-    global_id = "get_global_id(0)"
-    types = {DType.float32: "float", DType.float64: "double", DType.int32: "int",
-             DType.int64: "long", DType.bool: "bool"}
-    storage = {**types, DType.bool: "uchar"}   # bools are bytes in memory
-    unsigned = {DType.int32: "uint", DType.int64: "ulong"}
-
-    # (op, kind) -> format string over the rendered operands {x} / {a}, {b} and the type {t}
-    unary = {
-        ("neg", "float"): "(-{x})",
-        ("neg", "int"): "({t})(0 - ({u}){x})",                  # wraps like numpy, no UB
-        **{(op, "float"): op + "({x})" for op in ("exp", "log", "sqrt", "sin", "cos", "tanh")},
-        ("abs", "float"): "fabs({x})",
-        ("abs", "int"): "gc_abs_{t}({x})",
-        ("sign", "float"): "gc_sign_{t}({x})",
-        ("sign", "int"): "gc_sign_{t}({x})",
-        ("reciprocal", "float"): "(({t})1 / {x})",
-    }
-    binary = {
-        **{(op, "float"): f"({{a}} {c} {{b}})" for op, c in
-           (("add", "+"), ("sub", "-"), ("mul", "*"), ("div", "/"))},
-        ("pow", "float"): "pow({a}, {b})",
-        ("maximum", "float"): "gc_max_{t}({a}, {b})",
-        ("minimum", "float"): "gc_min_{t}({a}, {b})",
-        **{(op, "int"): f"({{t}})(({{u}}){{a}} {c} ({{u}}){{b}})" for op, c in
-           (("add", "+"), ("sub", "-"), ("mul", "*"))},
-        ("div", "int"): "gc_div_{t}({a}, {b})",
-        ("maximum", "int"): "max({a}, {b})",
-        ("minimum", "int"): "min({a}, {b})",
-        **{(op, kind): f"({{a}} {c} {{b}})" for op, c in
-           (("lt", "<"), ("le", "<="), ("gt", ">"), ("ge", ">="), ("eq", "=="), ("ne", "!="))
-           for kind in ("float", "int")},   # C's float != is true for nan, like numpy
-        ("eq", "bool"): "({a} == {b})",
-        ("ne", "bool"): "({a} != {b})",
-    }
-
-    # helpers, emitted once per program for the types that use them
-    helpers_float = """\
-inline {t} gc_max_{t}({t} a, {t} b) {{ return isnan(a) ? a : (a > b ? a : b); }}  /* nan wins, as numpy */
-inline {t} gc_min_{t}({t} a, {t} b) {{ return isnan(a) ? a : (a < b ? a : b); }}
-inline {t} gc_sign_{t}({t} x) {{ return x > 0 ? ({t})1 : (x < 0 ? ({t})-1 : x); }}  /* 0, -0, nan stay */
-"""
-    helpers_int = """\
-inline {t} gc_div_{t}({t} a, {t} b) {{  /* truncates toward zero; x/0 -> 0, MIN/-1 -> MIN */
-  return b == 0 ? 0 : (b == -1 ? ({t})(0 - ({u})a) : a / b);
-}}
-inline {t} gc_abs_{t}({t} x) {{ return x < 0 ? ({t})(0 - ({u})x) : x; }}
-inline {t} gc_sign_{t}({t} x) {{ return (x > 0) - (x < 0); }}
-"""
-    helpers_rand = """\
-inline uint gc_fmix(uint h) {
-  h ^= h >> 16; h *= 0x85EBCA6Bu; h ^= h >> 13; h *= 0xC2B2AE35u; return h ^ (h >> 16);
-}
-inline uint gc_rand_bits(long key, long i) {  /* graphc.ops.rand_bits, bit for bit */
-  uint seed = gc_fmix(gc_fmix((uint)((ulong)key >> 32) + 0x9E3779B9u) ^ (uint)key);
-  return gc_fmix(gc_fmix((uint)i ^ seed) + 0x6A09E667u);
-}
-"""
-
-    def __init__(self):
-        self.uses: set = set()
-
-    # ---- program level ----
-    def render(self, kernels: list[K.Kernel], title: str = "") -> str:
-        """One OpenCL C program with a __kernel per kernel IR kernel."""
-        self.uses = set()
-        bodies = [self.render_kernel(k) for k in kernels]
-        head = [f"/* generated by graphc's opencl backend{title}",
-                "   each kernel: the graph nodes it came from, then OpenCL C (one work-item",
-                "   per output element or per iteration of the outermost loop) */"]
-        if DType.float64 in self.uses:
-            head.append("#pragma OPENCL EXTENSION cl_khr_fp64 : enable")
-        for d in (DType.float32, DType.float64):
-            if d in self.uses:
-                head.append(self.helpers_float.format(t=self.types[d]).rstrip())
-        for d in (DType.int32, DType.int64):
-            if d in self.uses:
-                head.append(self.helpers_int.format(t=self.types[d], u=self.unsigned[d]).rstrip())
-        if "rand" in self.uses:
-            head.append(self.helpers_rand.rstrip())
-        return "\n".join(head) + "\n\n" + "\n\n".join(bodies) + "\n"
-
-    def launch(self, k: K.Kernel) -> tuple[list[K.Loop], list]:
-        """(the loops mapped to the global id, the statements run by each work-item)."""
-        par = [s for s in k.body if isinstance(s, K.Loop) and s.parallel]
-        rest = [s for s in k.body if not (isinstance(s, K.Loop) and s.parallel)]
-        if len(par) != 1 or any(isinstance(s, (K.Store, K.Loop, K.Accumulate)) for s in rest):
-            return [], list(k.body)   # one work-item runs everything
-        loops, body = [par[0]], list(par[0].body)
-        if not _reads_output(k):      # iterations of a perfect nest store distinct elements
-            while len(body) == 1 and isinstance(body[0], K.Loop):
-                loops.append(body[0])
-                body = list(body[0].body)
-        return loops, rest + body
-
-    def render_kernel(self, k: K.Kernel) -> str:
-        self.k = k
-        lines = [f"/* kernel {k.name} ({k.kind}), from:"]
-        lines += [f"     {n.replace('*/', '* /')}" for n in k.source_nodes]
-        lines[-1] += " */"
-        for name, c in k.consts:
-            dt = DType.of(c.array)
-            self.uses.add(dt)
-            vals = ", ".join(self.lit(v, dt) for v in c.array.ravel().tolist())
-            lines.append(f"{self.const_prefix}{self.storage[dt]} {k.name}_{name}"
-                         f"[{max(c.array.size, 1)}] = {{{vals or '0'}}};")
-        params = []
-        for b in k.args:
-            self.uses.add(b.dtype)
-            ro = "const " if b.role == "in" else ""
-            params.append(f"{self.buffer_prefix}{ro}{self.storage[b.dtype]}* {b.name}")
-        lines.append(f"{self.kernel_prefix} {k.name}({', '.join(params)}) {{")
-        loops, body = self.launch(k)
-        if loops and math.prod(lp.extent for lp in loops) == 0:
-            return "\n".join(lines + ["  /* an empty result: never launched */", "}"])
-        if loops:
-            total = math.prod(lp.extent for lp in loops)
-            it = self.index_type
-            lines.append(f"  {it} gid = {self.global_id};")
-            lines.append(f"  if (gid >= {total}) return;  /* the global size is rounded up */")
-            stride = total
-            for lp in loops:
-                stride //= lp.extent
-                q = "gid" if stride == 1 else f"gid / {stride}"
-                e = q if lp is loops[0] else f"{_p(q)} % {lp.extent}"
-                lines.append(f"  {it} {lp.var} = {e};")
-        lines += self.stmts(body, "  ")
-        lines.append("}")
-        return "\n".join(lines)
-
-    # ---- statements ----
-    def stmts(self, body, ind: str) -> list[str]:
-        out = []
-        for s in body:
-            if isinstance(s, K.Loop):
-                v = s.var
-                out.append(f"{ind}for ({self.index_type} {v} = 0; {v} < {s.extent}; {v}++) {{")
-                out += self.stmts(s.body, ind + "  ")
-                out.append(f"{ind}}}")
-            elif isinstance(s, K.Store):
-                v = self.value(s.value)
-                if s.buffer.dtype is DType.bool:
-                    v = f"(uchar){v}"
-                out.append(f"{ind}{s.buffer.name}[{self.index(s.index)}] = {_strip(v)};")
-            elif isinstance(s, K.DefAcc):
-                self.uses.add(s.dtype)
-                out.append(f"{ind}{self.types[s.dtype]} {s.name} = {self.lit(s.init, s.dtype)};")
-            elif isinstance(s, K.Accumulate):
-                op = "add" if s.op == "sum" else "maximum"
-                acc = K.AccRef(s.name, s.value.dtype)
-                out.append(f"{ind}{s.name} = {_strip(self.value(K.Binary(op, acc, s.value)))};")
-            elif isinstance(s, K.Let):
-                out.append(f"{ind}{self.types[s.value.dtype]} {s.name} = "
-                           f"{_strip(self.value(s.value))};")
-            else:
-                raise BackendError(f"not a statement: {s!r}", stage=STAGE)
-        return out
-
-    # ---- expressions ----
-    def index(self, e) -> str:
-        if isinstance(e, K.Const):
-            v = int(e.value)
-            return f"{v}L" if abs(v) >= 2**31 else str(v)
-        if isinstance(e, K.Var):
-            return e.name
-        a, b = self.index(e.a), self.index(e.b)
-        if isinstance(e, K.Add):
-            return f"{a} + {b}"
-        if isinstance(e, K.Mul):
-            return f"{_p(a)}*{_p(b)}"
-        if isinstance(e, K.FloorDiv):   # indices are never negative: C's / and % floor
-            return f"{_p(a)}/{_p(b)}"
-        if isinstance(e, K.Mod):
-            return f"{_p(a)}%{_p(b)}"
-        fn = "min" if isinstance(e, K.Min) else "max"
-        return f"{fn}(({self.index_type})({a}), ({self.index_type})({b}))"
-
-    def lit(self, v, dtype: DType) -> str:
-        if dtype is DType.bool:
-            return "true" if v else "false"
-        if dtype.is_float:
-            v = float(v)
-            suffix = "f" if dtype is DType.float32 else ""
-            if math.isnan(v):
-                return f"(({self.types[dtype]})NAN)"
-            if math.isinf(v):
-                return f"(({self.types[dtype]}){'-' if v < 0 else ''}INFINITY)"
-            return f"{v!r}{suffix}" if v >= 0 else f"({v!r}{suffix})"
-        v = int(v)
-        if dtype is DType.int64:
-            return "(-9223372036854775807L - 1)" if v == -2**63 else f"{v}L" if v >= 0 else f"({v}L)"
-        return "(-2147483647 - 1)" if v == -2**31 else str(v) if v >= 0 else f"({v})"
-
-    def value(self, v) -> str:
-        if isinstance(v, K.Load):
-            b = v.buffer
-            name = f"{self.k.name}_{b.name}" if b.role == "const" else b.name
-            x = f"{name}[{self.index(v.index)}]"
-            return f"({x} != 0)" if b.dtype is DType.bool else x
-        if isinstance(v, K.Lit):
-            return self.lit(v.value, v.dtype)
-        if isinstance(v, K.Unary):
-            fmt = self.unary.get((v.op, _kind(v.dtype)))
-            if fmt is None:
-                raise NoRuleError(f"no OpenCL rule for {v.op} on {v.dtype.name}", stage=STAGE,
-                                  hint="add it to OpenCLRenderer.unary in backends/opencl.py")
-            self.uses.add(v.dtype)
-            return fmt.format(x=self.value(v.x), **self.tu(v.dtype))
-        if isinstance(v, K.Binary):
-            fmt = self.binary.get((v.op, _kind(v.a.dtype)))
-            if fmt is None:
-                raise NoRuleError(f"no OpenCL rule for {v.op} on {v.a.dtype.name}", stage=STAGE,
-                                  hint="add it to OpenCLRenderer.binary in backends/opencl.py")
-            self.uses.add(v.a.dtype)
-            return fmt.format(a=self.value(v.a), b=self.value(v.b), **self.tu(v.a.dtype))
-        if isinstance(v, K.Select):
-            return f"({self.value(v.cond)} ? {self.value(v.a)} : {self.value(v.b)})"
-        if isinstance(v, K.CastE):
-            x, src, dst = self.value(v.x), v.x.dtype, v.dtype
-            self.uses.add(dst)
-            if src is dst:
-                return x
-            if dst is DType.bool:   # nan -> true, as numpy
-                return f"({x} != 0)"
-            return f"(({self.types[dst]}){x})"
-        if isinstance(v, K.RandE):
-            self.uses.add("rand")
-            self.uses.add(v.dtype)
-            t = self.types[v.dtype]
-            scale = "0x1p-24f" if v.dtype is DType.float32 else "0x1p-24"
-            return (f"(({t})(gc_rand_bits((long){self.value(v.key)}, {self.index(v.index)}) >> 8)"
-                    f" * {scale})")
-        if isinstance(v, K.InBounds):
-            parts = []
-            for e, lo, hi in v.checks:
-                x = self.index(e)
-                parts.append(f"{lo} <= {_p(x)} && {_p(x)} < {hi}")
-            return "(" + " && ".join(parts) + ")" if parts else "true"
-        if isinstance(v, (K.AccRef, K.Ref)):
-            return v.name
-        raise BackendError(f"not a value: {v!r}", stage=STAGE)
-
-    def tu(self, dtype: DType) -> dict:
-        return {"t": self.types[dtype], "u": self.unsigned.get(dtype, self.types[dtype])}
-
-
-def _p(s: str) -> str:
-    return f"({s})" if " " in s and not (s.startswith("(") and s.endswith(")")) else s
-
-
-def _strip(s: str) -> str:
-    """Drop one pair of outer parentheses when they enclose the whole expression."""
-    if s.startswith("(") and s.endswith(")"):
-        depth = 0
-        for i, ch in enumerate(s):
-            depth += ch == "("
-            depth -= ch == ")"
-            if depth == 0 and i < len(s) - 1:
-                return s
-        return s[1:-1]
-    return s
-
-
-def _reads_output(k: K.Kernel) -> bool:
-    def v_reads(v) -> bool:
-        if isinstance(v, K.Load):
-            return v.buffer.role == "out"
-        return any(v_reads(getattr(v, f)) for f in ("x", "a", "b", "cond", "key", "value")
-                   if hasattr(v, f) and not isinstance(getattr(v, f), (str, int, float)))
-
-    def s_reads(body) -> bool:
-        for s in body:
-            if isinstance(s, K.Loop) and s_reads(s.body):
-                return True
-            if isinstance(s, (K.Store, K.Accumulate, K.Let)) and v_reads(s.value):
-                return True
-        return False
-    return s_reads(k.body)
 
 
 def _per_element(node: Node, k: K.Kernel) -> K.Kernel:

@@ -13,7 +13,7 @@ import numpy as np
 
 from graphc.backend import ReferenceBackend
 from graphc.errors import GraphcError, SignatureError
-from graphc.ir import Graph, Node, apply, input_node, register_internal_dir
+from graphc.ir import Graph, apply, input_node, register_internal_dir
 from graphc.ops import Op
 from graphc.pipeline import STAGES, parse_passes, run_pipeline
 from graphc.types import DType

@@ -32,6 +32,10 @@ The file is loaded with importlib from its path, under a module name derived fro
 file name, with the file's folder on sys.path (so it can import its siblings); its
 `if __name__ == "__main__":` block does not run.
 
+The model-file loading is in `graphc.cli_model`, the commands in `graphc.cli_commands`; this
+module holds the parser, `main` (the console entry point) and the helpers that use the backend
+registry (the CLI is the edge that may, see tests/core/test_deps.py).
+
 Exit status: 0 on success; 2 for a mistake in what was given (missing file, function or
 stage, bad option, an error graphc reports while tracing the model, an exception in the
 model's code), printed as one `graphc: error: ...` message without a Python traceback;
@@ -42,17 +46,15 @@ model's code), printed as one `graphc: error: ...` message without a Python trac
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib.util
-import re
 import sys
-import traceback
-from collections import Counter
-from pathlib import Path
-
-import numpy as np
 
 from graphc import backends
+from graphc.cli_commands import (  # noqa: F401 - the commands, re-exported
+    _stages_for, cmd_code, cmd_compare, cmd_demo, cmd_gradcheck, cmd_show, cmd_stages,
+    cmd_stats, cmd_viz)
+from graphc.cli_model import (  # noqa: F401 - model-file loading, re-exported
+    UsageError, _called_from_def, _describe, _load_target, _module_name, _on_sys_path,
+    _running, build, check_argnums, float_argnums, load_module, resolve_function, split_target)
 from graphc.errors import GraphcError, VerifyError
 from graphc.pipeline import PASSES, STAGES
 
@@ -79,140 +81,10 @@ stages:
 """ + "\n".join(f"  {s:<10} {h}" for s, h in STAGE_HELP.items())
 
 
-class UsageError(Exception):
-    """A mistake in what the user gave: printed as one line, exit status 2."""
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of usage + message
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
-
-
-# ---- loading a model file ---------------------------------------------------------------------
-def split_target(target: str) -> tuple[Path, str | None]:
-    """'dir/model.py:loss' -> (Path('dir/model.py'), 'loss'); 'model.py' -> (path, None)."""
-    head, sep, tail = target.rpartition(":")
-    if sep and tail.isidentifier() and len(head) > 1:
-        return Path(head), tail
-    if sep and tail == "" and len(head) > 1:
-        raise UsageError(f"{target!r}: empty function name after ':'")
-    return Path(target), None
-
-
-@contextlib.contextmanager
-def _on_sys_path(folder: str):
-    sys.path.insert(0, folder)
-    try:
-        yield
-    finally:
-        try:
-            sys.path.remove(folder)
-        except ValueError:
-            pass
-
-
-def _module_name(path: Path) -> str:
-    name = re.sub(r"\W", "_", path.stem) or "model"
-    if name[0].isdigit():
-        name = "_" + name
-    existing = sys.modules.get(name)
-    if existing is not None and getattr(existing, "__file__", None) != str(path):
-        name = f"graphc_model_{name}"  # do not shadow an imported module (e.g. a 'numpy.py')
-    return name
-
-
-def load_module(path: Path):
-    """Import a model file from its path (its folder on sys.path while it loads)."""
-    if not path.exists():
-        raise UsageError(f"no such file: {path}")
-    if not path.is_file():
-        raise UsageError(f"not a file: {path}")
-    if path.suffix != ".py":
-        raise UsageError(f"{path}: a model file must be a Python file (.py)")
-    path = path.resolve()
-    name = _module_name(path)
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise UsageError(f"cannot import {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        with _on_sys_path(str(path.parent)):
-            spec.loader.exec_module(module)
-    except GraphcError:
-        sys.modules.pop(name, None)
-        raise
-    except Exception as e:
-        sys.modules.pop(name, None)
-        raise UsageError(f"loading {path.name} failed: {_describe(e, path)}") from None
-    return module
-
-
-def _describe(e: BaseException, path: Path | None = None) -> str:
-    """'NameError: name 'x' is not defined (at model.py:12)': the innermost frame in `path`."""
-    text = "".join(traceback.format_exception_only(type(e), e)).strip().replace("\n", " ")
-    where = None
-    for frame in traceback.extract_tb(e.__traceback__):
-        if path is None or Path(frame.filename).resolve() == path.resolve():
-            where = f"{Path(frame.filename).name}:{frame.lineno}"
-    if isinstance(e, SyntaxError) and e.lineno:
-        where = f"{Path(e.filename or '?').name}:{e.lineno}"
-    return text + (f" (at {where})" if where else "")
-
-
-def resolve_function(module, path: Path, fname: str | None):
-    """(function name, function, example args tuple) by the model file convention."""
-    examples = getattr(module, "EXAMPLES", None)
-    if examples is None:
-        raise UsageError(f"{path.name} has no module-level EXAMPLES dict "
-                         f'(EXAMPLES = {{"function_name": (arg1, arg2, ...)}})')
-    if not isinstance(examples, dict):
-        raise UsageError(f"{path.name}: EXAMPLES must be a dict of function name -> tuple of "
-                         f"args, not {type(examples).__name__}")
-    if fname is None:
-        fname = getattr(module, "ENTRY", None)
-        if fname is None:
-            if not examples:
-                raise UsageError(f"{path.name}: EXAMPLES is empty; name a function with "
-                                 f"{path.name}:FUNCTION")
-            fname = next(iter(examples))
-    fn = getattr(module, fname, None)
-    if fn is None:
-        known = [k for k in examples if callable(getattr(module, k, None))]
-        raise UsageError(f"{path.name} has no function {fname!r}"
-                         + (f"; functions with EXAMPLES: {', '.join(known)}" if known else ""))
-    if not callable(fn):
-        raise UsageError(f"{path.name}: {fname!r} is not a function")
-    if fname not in examples:
-        raise UsageError(f"{path.name}: EXAMPLES has no entry for {fname!r} "
-                         f"(add EXAMPLES[{fname!r}] = (arg1, arg2, ...))")
-    args = examples[fname]
-    if not isinstance(args, tuple):
-        args = (args,) if not isinstance(args, list) else tuple(args)
-    return fname, fn, args
-
-
-def _is_float_leaf(x) -> bool:
-    if isinstance(x, bool):
-        return False
-    if isinstance(x, float):
-        return True
-    return isinstance(x, (np.ndarray, np.generic)) and np.issubdtype(np.asarray(x).dtype,
-                                                                      np.floating)
-
-
-def float_argnums(args: tuple) -> tuple[int, ...]:
-    """Indices of the arguments that are float arrays (or pytrees of only float arrays)."""
-    from graphc.frontends import pytree
-    nums = []
-    for i, a in enumerate(args):
-        try:
-            leaves = pytree.flatten(a)[0]
-        except TypeError:
-            continue
-        if leaves and all(_is_float_leaf(x) for x in leaves):
-            nums.append(i)
-    return tuple(nums)
 
 
 def parse_argnums(text: str) -> tuple[int, ...]:
@@ -226,128 +98,7 @@ def parse_argnums(text: str) -> tuple[int, ...]:
     return nums
 
 
-def _called_from_def(vg, fn, path: Path):
-    """Wrap `vg` in a function whose code claims to sit at fn's `def` line in the model file,
-    so the grad markers it creates point there (not at graphc's own frames)."""
-    code = getattr(fn, "__code__", None)
-    line = code.co_firstlineno if code is not None else 1
-    filename = code.co_filename if code is not None else str(path.resolve())
-    name = fn.__name__ if getattr(fn, "__name__", "").isidentifier() else "entry"
-    src = "\n" * (line - 1) + f"def {name}(*args): return vg(*args)\n"
-    scope = {"vg": vg}
-    exec(compile(src, filename, "exec"), scope)
-    entry = scope[name]
-    entry.__name__ = entry.__qualname__ = vg.__name__
-    entry.__doc__ = vg.__doc__
-    entry.__wrapped__ = vg  # inspect.signature (the input names) sees fn's parameters
-    return entry
-
-
-def build(ns):
-    """Load the model, pick the function, wrap it for --grad, compile and lower it.
-    Returns (compiled function, its name)."""
-    import graphc as gc
-    path, fname = split_target(ns.target)
-    module = load_module(path)
-    fname, fn, args = resolve_function(module, path, fname)
-    if ns.grad or ns.argnums is not None:
-        nums = ns.argnums if ns.argnums is not None else float_argnums(args)
-        if not nums:
-            raise UsageError(f"--grad: {fname} has no float-array argument to differentiate")
-        for i in nums:
-            if not -len(args) <= i < len(args):
-                raise UsageError(f"--argnums {','.join(map(str, nums))}: {fname} takes "
-                                 f"{len(args)} example arguments")
-        fn = _called_from_def(gc.value_and_grad(fn, argnums=nums), fn, path)
-    compiled = gc.compile(fn, backend=ns.backend, passes=ns.passes)
-    try:
-        with _on_sys_path(str(path.resolve().parent)):
-            compiled.lower(*args)
-    except GraphcError:
-        raise
-    except Exception as e:
-        raise UsageError(f"tracing {fname} failed: {_describe(e, path)}") from None
-    return compiled, fname
-
-
-def _stages_for(compiled, stage: str) -> list[str]:
-    have = list(compiled.stages)
-    if stage == "all":
-        return have
-    if stage not in have:
-        hint = " (trace with --grad to get one)" if stage == "backward" else ""
-        raise UsageError(f"stage {stage!r} does not exist for this function{hint}; "
-                         f"it has: {', '.join(have)}")
-    return [stage]
-
-
-# ---- commands ---------------------------------------------------------------------------------
-def cmd_viz(ns) -> int:
-    import graphc as gc
-    compiled, fname = build(ns)
-    out = Path(ns.output) if ns.output else Path("out") / f"{fname}.svg"
-    if out.suffix.lower() not in (".svg", ".png", ".dot", ".gv"):
-        raise UsageError(f"cannot draw to {out.name}: the output must end in .svg, .png or .dot")
-    if ns.diff:
-        before, _, after = ns.diff.partition(":")
-        for st in (before, after):
-            _stages_for(compiled, st)
-        written = gc.draw(compiled, stage=after, path=out, diff_from=before)
-        print(f"{before} -> {after} -> {written}")
-        return 0
-    stages = _stages_for(compiled, ns.stage)
-    for stage in stages:
-        path = out if ns.stage != "all" else out.with_name(f"{out.stem}.{stage}{out.suffix}")
-        written = gc.draw(compiled, stage=stage, path=path)
-        print(f"{stage:<10} {len(compiled.graph(stage).nodes):>4} nodes -> {written}")
-    return 0
-
-
-def cmd_stats(ns) -> int:
-    from graphc.report import stats_table
-    compiled, fname = build(ns)
-    print(f"{fname}" + (f" (passes {ns.passes})" if ns.passes else ""))
-    print(stats_table(compiled.stages))
-    return 0
-
-
-def cmd_show(ns) -> int:
-    compiled, _ = build(ns)
-    stages = _stages_for(compiled, ns.stage)
-    for i, stage in enumerate(stages):
-        if len(stages) > 1:
-            print(("\n" if i else "") + f"# stage {stage}")
-        print(compiled.graph(stage))
-    return 0
-
-
-def cmd_code(ns) -> int:
-    compiled, _ = build(ns)
-    print(compiled.source.rstrip("\n"))
-    return 0
-
-
-def cmd_stages(ns) -> int:
-    compiled, fname = build(ns)
-    print(f"{getattr(compiled, '__name__', fname)}: {len(compiled.stages)} stages")
-    for stage, graph in compiled.stages.items():
-        ops = Counter(n.op.value for n in graph.nodes)
-        top = ", ".join(f"{op} {k}" for op, k in sorted(ops.items(), key=lambda t: (-t[1], t[0])))
-        print(f"  {stage:<10} {len(graph.nodes):>4} nodes   {top}")
-    missing = [s for s in STAGES if s not in compiled.stages]
-    if "backward" in missing:
-        print("  (no backward stage: the function takes no gradients; try --grad)")
-    return 0
-
-
-def _load_target(ns):
-    """(model path, function name, function, example args) by the model file convention."""
-    path, fname = split_target(ns.target)
-    module = load_module(path)
-    fname, fn, args = resolve_function(module, path, fname)
-    return path, fname, fn, args
-
-
+# ---- the backend registry (this module is the edge that may import graphc.backends) ----------
 def _backend_spec(ns):
     """--backends as a list of names: unknown names are a usage error, and so is a backend
     named explicitly that is not available (the default, every registered backend, lists
@@ -369,90 +120,6 @@ def _backend_spec(ns):
     return names
 
 
-def _running(fname, path, call):
-    """Run `call()`; an exception in the model's own code is a usage error (exit 2)."""
-    try:
-        with _on_sys_path(str(path.resolve().parent)):
-            return call()
-    except GraphcError:
-        raise
-    except Exception as e:
-        raise UsageError(f"running {fname} failed: {_describe(e, path)}") from None
-
-
-def cmd_compare(ns) -> int:
-    from graphc import compare as cmp
-    path, fname, fn, args = _load_target(ns)
-    spec = _backend_spec(ns)
-    if ns.draw and Path(ns.draw).suffix.lower() not in (".svg", ".png", ".dot", ".gv"):
-        raise UsageError(f"cannot draw to {Path(ns.draw).name}: the output must end in .svg, "
-                         f".png or .dot")
-    grad = True if (ns.grad or ns.argnums is not None) else None
-    results = _running(fname, path, lambda: cmp.compare(
-        fn, args, spec, grad=grad, argnums=ns.argnums, repeat=ns.repeat, passes=ns.passes,
-        diagnose=True))
-    names = list(dict.fromkeys(r.backend for c in results for r in c.runs))
-    print(f"compare {ns.target} on {', '.join(names)} vs the reference interpreter "
-          f"(passes {cmp.REFERENCE_PASSES}); {ns.repeat} timed runs, median")
-    first = None
-    for c in results:
-        print()
-        print(c.table())
-        for r in c.failures():
-            print()
-            if r.divergence is not None:
-                print(r.divergence.report())
-                first = first or r.divergence
-            elif r.error:
-                print(f"backend {r.backend!r} failed: {r.error}")
-            else:
-                print(f"backend {r.backend!r}: {r.diagnosis}")
-    if ns.draw:
-        if first is not None:
-            written = first.draw(ns.draw)
-            what = ", ".join(f"{n.op.value if n.op.value != 'fused' else 'kernel ' + n.attrs['name']}"
-                             for n in first.highlight())
-            print(f"\ndrew the {first.backend} graph with the divergence highlighted ({what}) "
-                  f"-> {written}")
-        else:
-            b = next((r.backend for c in results for r in c.runs if r.available), None)
-            be = results[0].backends.get(b)
-            import graphc as gc
-            compiled = gc.compile(results[-1].fn, backend=be if be is not None else "numpy",
-                                  passes=ns.passes)
-            _running(fname, path, lambda: compiled.lower(*args))
-            written = gc.draw(compiled, path=ns.draw)
-            print(f"\nno divergence to highlight; drew the optimized graph -> {written}")
-    ok = all(c.ok for c in results)
-    bad = sorted({r.backend for c in results for r in c.failures()})
-    print("\n" + ("every backend agrees with the reference within tolerance" if ok else
-                  f"DISAGREES with the reference: {', '.join(bad)}"))
-    return 0 if ok else 1
-
-
-def cmd_gradcheck(ns) -> int:
-    from graphc import compare as cmp
-    path, fname, fn, args = _load_target(ns)
-    spec = _backend_spec(ns)
-    nums = ns.argnums if ns.argnums is not None else cmp.float_argnums(args)
-    if not nums:
-        raise UsageError(f"gradcheck: {fname} has no float-array argument to differentiate")
-    for i in nums:
-        if not -len(args) <= i < len(args):
-            raise UsageError(f"--argnums {','.join(map(str, nums))}: {fname} takes "
-                             f"{len(args)} example arguments")
-    res = _running(fname, path, lambda: cmp.gradcheck(
-        fn, args, spec, argnums=nums, directions=ns.directions,
-        elementwise_max=ns.elementwise_max, float64=not ns.float32))
-    print(f"gradcheck {ns.target}: analytic gradients (gc.value_and_grad) vs central "
-          f"finite differences")
-    print(res.table())
-    bad = [f"{r.backend}:{r.param}" for r in res.rows if not r.ok]
-    print("\n" + ("every gradient agrees with finite differences" if not bad else
-                  f"WRONG gradients: {', '.join(bad)}"))
-    return 0 if not bad else 1
-
-
 def cmd_devices(ns) -> int:
     """List OpenCL platforms and devices (the opencl backend's GRAPHC_OPENCL_DEVICE names
     one as P:D or by part of its name)."""
@@ -461,12 +128,6 @@ def cmd_devices(ns) -> int:
         print(line)
     d = select_device()
     print(f"default: {d.name.strip()}  (choose with GRAPHC_OPENCL_DEVICE=P:D or a name part)")
-    return 0
-
-
-def cmd_demo(ns) -> int:
-    from graphc.demo import run_demo
-    run_demo(ns.out, backend=ns.backend)
     return 0
 
 

@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 
 from graphc.errors import GraphcError, SignatureError, VerifyError
-from graphc.ir import Graph, Node
+from graphc.ir import Graph
 from graphc.ops import OPS, Op
 from graphc.printer import format_node, node_names
 
