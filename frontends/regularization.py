@@ -10,7 +10,8 @@ from graphc.frontends import numpy_api as gnp
 from graphc.frontends import pytree
 from graphc.frontends.optimizer import _cast
 
-__all__ = ["l1_penalty", "l2_penalty", "elastic_net_penalty", "clip_grad_norm", "clip_grad_value"]
+__all__ = ["l1_penalty", "l2_penalty", "elastic_net_penalty", "clip_grad_norm", "clip_grad_value",
+           "add_gradient_noise"]
 
 
 # ---- penalties and clipping (traceable) ------------------------------------------------------
@@ -67,3 +68,31 @@ def clip_grad_value(grads, clip_value: float):
     """Clamp every gradient element to `[-clip_value, clip_value]` (torch's clip_grad_value_)."""
     c = float(clip_value)
     return pytree.tree_map(lambda g: gnp.clip(g, -c, c), grads)
+
+
+def add_gradient_noise(grads, key, eta: float = 0.01, gamma: float = 0.55, step=0):
+    """Annealed Gaussian gradient noise (Neelakantan et al. 2015; lectures 5.25 / 7.28):
+    `g_t ← g_t + N(0, σ_t²)` with `σ_t² = eta/(1 + t)^gamma`, t = `step` (a number or a traced
+    scalar). The paper's η ∈ {0.01, 0.3, 1.0}, γ = 0.55. Pure and traceable, like the clipping
+    functions: call it on the gradients before `optimizer.update`. The normal draws come from
+    `gc.random_uniform(key, ...)` by the Box-Muller transform (one draw of shape (2, n) for all
+    leaves together, so different leaves get independent noise); `key` is an int or a traced
+    integer scalar, and the same key gives the same noise on every backend."""
+    leaves, tree, _ = pytree.flatten(grads)
+    if not leaves:
+        return grads
+    sizes = [int(np.prod(g.shape)) for g in leaves]
+    total = sum(sizes)
+    u = gnp.random_uniform(key, (2, total))
+    radius = gnp.sqrt(-2.0 * gnp.log(1.0 - u[0]))           # 1 − u ∈ (0, 1]: no log(0)
+    z = radius * gnp.cos((2.0 * math.pi) * u[1])             # standard normal, shape (total,)
+    if isinstance(step, (int, float, np.integer, np.floating)):
+        sigma = math.sqrt(eta / (1.0 + float(step)) ** gamma)
+    else:
+        sigma = gnp.sqrt(eta * gnp.exp(-gamma * gnp.log(1.0 + step)))
+    out, start = [], 0
+    for g, n in zip(leaves, sizes):
+        noise = gnp.reshape(z[start:start + n], g.shape)
+        out.append(g + _cast(sigma * noise, g))
+        start += n
+    return pytree.unflatten(tree, out)

@@ -9,7 +9,7 @@ from graphc.frontends import numpy_api as gnp
 from graphc.frontends.tensor import Tensor, lift
 from graphc.frontends.nn._util import _public, _shape_err, _where
 
-__all__ = ["dropout", "dropout1d", "dropout2d", "dropout3d"]
+__all__ = ["dropout", "dropout1d", "dropout2d", "dropout3d", "dropconnect"]
 
 
 def _dropout_mask_key(key, name):
@@ -80,3 +80,17 @@ def dropout2d(input, p=0.5, training=True, key=None, *, inplace=False):
 @_public
 def dropout3d(input, p=0.5, training=True, key=None, *, inplace=False):
     return _feature_dropout(3, input, p, training, key, "dropout3d")
+
+
+@_public
+def dropconnect(weight, p=0.5, training=True, key=None):
+    """DropConnect (Wan et al. 2013; lecture 7.21, "Could also drop edges"): inverted dropout of
+    the *weights* (edges) rather than of the activations. In training, each weight element is
+    zeroed with probability p and the rest scaled by 1/(1-p), so E[W'] = W; identity when
+    training=False or p = 0. graphc-specific (torch has no F.dropconnect): use it as
+    `F.linear(x, F.dropconnect(layer.weight, 0.5, training, key), layer.bias)`; one mask is
+    drawn per call (shared by the whole minibatch), from `gc.random_uniform(key, W.shape)`."""
+    w = lift(weight)
+    if not training:
+        return w
+    return _dropout_impl(w, p, key, w.shape, "dropconnect")

@@ -22,6 +22,9 @@ Appendix B), with these graphc conventions:
   rational approximations (ndtr.c, S. L. Moshier): in float64, |erf error| <= 5e-16 and erfc's
   relative error <= 1e-13 down to erfc ~ 1e-300 (checked against math.erf/erfc in the tests);
   `gelu(x, approximate="tanh")` is the tanh form.
+* **graphc-only names**: besides torch's functions, `dropconnect(weight, p, training, key)`
+  (DropConnect, lecture 7.21: inverted dropout applied to a weight tensor) has no torch
+  counterpart.
 
 Layers: `conv1d/2d/3d` are im2col (the kernel-offset windows are strided slices of the padded
 input, concatenated along channels) then one matmul; `conv_transpose1d/2d/3d` dilate the
@@ -56,7 +59,7 @@ __all__ = [
     "conv_transpose3d", "unfold", "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d",
     "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
     "adaptive_avg_pool3d", "flatten", "unflatten", "pad", "interpolate",
-    "dropout", "dropout1d", "dropout2d", "dropout3d", "batch_norm", "instance_norm",
+    "dropout", "dropout1d", "dropout2d", "dropout3d", "dropconnect", "batch_norm", "instance_norm",
     "layer_norm", "group_norm", "rms_norm", "normalize", "cosine_similarity", "embedding",
     "scaled_dot_product_attention", "additive_attention",
 ]

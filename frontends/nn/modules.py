@@ -69,5 +69,5 @@ __all__ = [
     "Flatten", "Unflatten", "Dropout", "BatchNorm1d", "BatchNorm2d", "LayerNorm", "Embedding",
     "ReLU", "LeakyReLU", "PReLU", "ELU", "SELU", "GELU", "SiLU", "Mish", "Tanh", "Sigmoid",
     "Softplus", "Softsign", "Hardtanh", "Hardsigmoid", "Softmax", "LogSoftmax",
-    "BasicBlock", "Highway",
+    "BasicBlock", "Highway", "DenseLayer", "DenseBlock",
 ]

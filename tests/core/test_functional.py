@@ -743,6 +743,7 @@ SMOKE = {
     "dropout1d": (lambda x, k: F.dropout1d(x, 0.4, True, k), (X4[0], np.int64(9))),
     "dropout2d": (lambda x, k: F.dropout2d(x, 0.4, True, k), (X4, np.int64(9))),
     "dropout3d": (lambda x, k: F.dropout3d(x, 0.4, True, k), (X4[None], np.int64(9))),
+    "dropconnect": (lambda w, k: F.dropconnect(w, 0.4, True, k), (X, np.int64(9))),
     "batch_norm_train": (lambda x, m, v: F.batch_norm(x, m, v, training=True), (X4, np.zeros(4), np.ones(4))),
     "batch_norm_eval": (lambda x, m, v: F.batch_norm(x, m, v), (X4, np.full(4, 0.1), np.full(4, 2.0))),
     "instance_norm": (F.instance_norm, (X4,)),
