@@ -26,9 +26,7 @@ from __future__ import annotations
 import sys
 import time
 
-import graphc as gc
 from graphc import nn
-from graphc.nn import functional as F
 
 import _common as C
 
@@ -53,17 +51,8 @@ def main(argv=None) -> dict:
     model = make_model(args.seed)
     n_params = sum(p.size for p in model.param_dict().values())
     print(f"   model {model!r}".replace("\n", "\n   ") + f"\n   {n_params} parameters")
-    step = gc.train.TrainStep(model, F.cross_entropy, gc.optim.Adam(lr=LR), backend=args.backend,
-                              seed=args.seed)
-    sched = gc.optim.CosineAnnealingLR(LR, T_max=args.epochs)
-    hist = gc.train.fit(step, data.x_train, data.y_train, epochs=args.epochs, batch_size=BATCH,
-                        val=val, scheduler=sched, patience=PATIENCE, seed=args.seed,
-                        progress=args.progress)
-    timing = C.train_report(step, hist, len(data.x_train), BATCH)
-    test_acc = gc.train.accuracy(step.evaluate(data.x_test), data.y_test)
-    print(f"   best epoch {hist.best_epoch + 1}: validation accuracy "
-          f"{C.percent(hist.val_acc[hist.best_epoch])}; early stop: {hist.stopped_early}")
-    print(f"   test accuracy {C.percent(test_acc)}  ({len(data.y_test)} held-out digits)")
+    step, hist, timing, test_acc = C.train_classifier(model, args, data, val, LR, BATCH,
+                                                      PATIENCE)
     # the backward stage (~600 nodes) takes graphviz-pure several seconds: full mode only
     stages = ("traced", "fused") if args.quick else ("traced", "backward", "fused")
     pictures = C.draw(step.compiled, args.out, "cnn_digits_step", stages=stages)

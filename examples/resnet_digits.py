@@ -35,7 +35,6 @@ import numpy as np
 
 import graphc as gc
 from graphc import nn
-from graphc.nn import functional as F
 
 import _common as C
 
@@ -75,17 +74,8 @@ def main(argv=None) -> dict:
     n_buffers = sum(b.size for b in model.buffer_dict().values())
     print(f"   model {model!r}".replace("\n", "\n   "))
     print(f"   {n_params} parameters, {n_buffers} buffer values (BatchNorm running statistics)")
-    step = gc.train.TrainStep(model, F.cross_entropy, gc.optim.Adam(lr=LR), backend=args.backend,
-                              seed=args.seed)
-    sched = gc.optim.CosineAnnealingLR(LR, T_max=args.epochs)
-    hist = gc.train.fit(step, data.x_train, data.y_train, epochs=args.epochs, batch_size=BATCH,
-                        val=val, scheduler=sched, patience=PATIENCE, seed=args.seed,
-                        progress=args.progress)
-    timing = C.train_report(step, hist, len(data.x_train), BATCH)
-    test_acc = gc.train.accuracy(step.evaluate(data.x_test), data.y_test)
-    print(f"   best epoch {hist.best_epoch + 1}: validation accuracy "
-          f"{C.percent(hist.val_acc[hist.best_epoch])}; early stop: {hist.stopped_early}")
-    print(f"   test accuracy {C.percent(test_acc)}  ({len(data.y_test)} held-out digits)")
+    step, hist, timing, test_acc = C.train_classifier(model, args, data, val, LR, BATCH,
+                                                      PATIENCE)
     pictures = C.draw(step.compiled, args.out, "resnet_digits_step", fmt="dot")
     pictures += C.draw(step.compiled_eval, args.out, "resnet_digits_forward",
                        stages=("traced", "optimized"))
