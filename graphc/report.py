@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from graphc.ir import Graph, Node
 from graphc.ops import ELEMENTWISE, Op
-from graphc.passes.schedule import memory_report
+from graphc.passes.schedule import lifetimes, memory_report
 
 VIEWS = {Op.RESHAPE, Op.PERMUTE, Op.EXPAND, Op.SLICE}
 LEAVES = {Op.INPUT, Op.CONST}
@@ -50,16 +50,7 @@ def peak_bytes(graph: Graph) -> int:
     """Peak bytes of intermediate results and outputs when each is freed after its last use
     (views alias their source and keep it alive)."""
     order = [n for n in graph.nodes if n.op not in LEAVES]
-    pos = {id(n): i for i, n in enumerate(order)}
-    owner: dict[int, int] = {}
-    for n in order:
-        owner[id(n)] = owner.get(id(n.inputs[0]), id(n)) if is_view(n) and n.inputs else id(n)
-    end = {id(n): pos[id(n)] for n in order if owner[id(n)] == id(n)}
-    for n in order:
-        for i in n.inputs:
-            if id(i) in owner:
-                o = owner[id(i)]
-                end[o] = max(end[o], pos[id(n)])
+    _, owner, end = lifetimes(order, is_view)
     for o in graph.outputs:
         if id(o) in owner:
             end[owner[id(o)]] = len(order)

@@ -44,6 +44,23 @@ class MemoryReport:
                 f"{self.arena_bytes} B planned arena; outputs {self.output_bytes} B")
 
 
+def lifetimes(order: list[Node], is_view) -> tuple[dict[int, int], dict[int, int], dict[int, int]]:
+    """For nodes run in `order`: (position of each, the owner of the buffer each one uses --
+    itself, or for a view the owner of its source --, the position of the last read of each
+    owned buffer). Shared by the planner and the statistics of graphc.report."""
+    pos = {id(n): i for i, n in enumerate(order)}
+    owner: dict[int, int] = {}
+    for n in order:
+        owner[id(n)] = owner.get(id(n.inputs[0]), id(n)) if is_view(n) and n.inputs else id(n)
+    last = {id(n): pos[id(n)] for n in order if owner[id(n)] == id(n)}
+    for n in order:
+        for i in n.inputs:
+            if id(i) in owner:
+                o = owner[id(i)]
+                last[o] = max(last[o], pos[id(n)])
+    return pos, owner, last
+
+
 def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
@@ -70,20 +87,9 @@ def _reads_aligned(kernel: Node, j: int) -> bool:
 def plan_memory(graph: Graph) -> dict[int, tuple[int, bool]]:
     """{id(kernel node): (arena offset or -1, in place?)} for every fused node."""
     order = [n for n in graph.nodes if n.op is Op.FUSED]
-    pos = {id(n): i for i, n in enumerate(order)}
-    source: dict[int, int] = {}  # kernel -> the kernel whose buffer it uses (itself, or via views)
-    external = set()
-    for n in order:
-        src = n.inputs[0] if n.attrs["kind"] == "view" and n.inputs else None
-        source[id(n)] = source[id(src)] if src is not None and id(src) in source else id(n)
-        if n.attrs["kind"] == "view" and source[id(n)] == id(n):
-            external.add(id(n))  # a view of an input or constant: nothing to allocate
-    last = {b: pos[b] for b in set(source.values())}   # last use of each real buffer
-    for n in order:
-        for i in n.inputs:
-            if id(i) in source:
-                b = source[id(i)]
-                last[b] = max(last[b], pos[id(n)])
+    pos, source, last = lifetimes(order, lambda n: n.attrs["kind"] == "view")
+    # a view of an input or constant (its own owner) has nothing to allocate
+    external = {id(n) for n in order if n.attrs["kind"] == "view" and source[id(n)] == id(n)}
     for o in graph.outputs:
         if id(o) in source:
             external.add(source[id(o)])                   # M1
