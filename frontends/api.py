@@ -200,16 +200,17 @@ class Entry:
     times: dict[str, float] = field(default_factory=dict)
 
 
-def _signature(args) -> tuple:
-    leaves, tree, _ = pytree.flatten(tuple(args))
+def _signature(leaves, tree) -> tuple:
+    """The cache key of a call: the argument structure (static values included) and each
+    leaf's shape and dtype (Python floats are weak scalars)."""
     sig = []
     for x in leaves:
         if type(x) is float:
             sig.append("float")
         else:
-            a = np.asarray(x)
+            a = x if isinstance(x, np.ndarray) else np.asarray(x)
             sig.append((a.shape, a.dtype.str))
-    return (repr(tree), tuple(sig))
+    return (tree, tuple(sig))
 
 
 class Compiled:
@@ -229,7 +230,10 @@ class Compiled:
 
     def lower(self, *args) -> Entry:
         """Trace and compile for these arguments' signature without running."""
-        key = _signature(args)
+        leaves, tree, _ = pytree.flatten(tuple(args), with_paths=False)
+        return self._lower(_signature(leaves, tree), args)
+
+    def _lower(self, key, args) -> Entry:
         entry = self._cache.get(key)
         if entry is None:
             t0 = time.perf_counter()
@@ -246,10 +250,10 @@ class Compiled:
         return entry
 
     def __call__(self, *args):
-        if _has_tensor(args):  # called inside another trace: inline the function
+        leaves, tree, _ = pytree.flatten(tuple(args), with_paths=False)  # once per call
+        if any(isinstance(x, Tensor) for x in leaves):  # inside another trace: inline it
             return self.fn(*args)
-        entry = self.lower(*args)
-        leaves = pytree.flatten(tuple(args))[0]
+        entry = self._lower(_signature(leaves, tree), args)
         arrays = [np.asarray(x, dtype=np.float64) if type(x) is float else np.asarray(x)
                   for x in leaves]
         outs = entry.program(*arrays)

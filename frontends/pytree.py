@@ -10,30 +10,42 @@ import numpy as np
 STATIC = (int, bool, str, type(None))
 
 
+_LEAF_TYPES: tuple = ()
+
+
 def is_leaf(x) -> bool:
-    from graphc.frontends.tensor import Tensor
-    return isinstance(x, (np.ndarray, np.generic, float, Tensor)) and not isinstance(x, bool)
+    global _LEAF_TYPES
+    if not _LEAF_TYPES:  # resolved once: the tracer module imports this one
+        from graphc.frontends.tensor import Tensor
+        _LEAF_TYPES = (np.ndarray, np.generic, float, Tensor)
+    return isinstance(x, _LEAF_TYPES) and not isinstance(x, bool)
 
 
-def flatten(tree, path: str = "", root: str = "out") -> tuple[list, Any, list[str]]:
-    """-> (leaves, treedef, leaf paths like 'params.w1'); a bare leaf's path is `root`."""
+def flatten(tree, path: str = "", root: str = "out",
+            with_paths: bool = True) -> tuple[list, Any, list[str]]:
+    """-> (leaves, treedef, leaf paths like 'params.w1'); a bare leaf's path is `root`.
+    The treedef is hashable and exact (a static value is recorded with its type, so 1 and
+    True differ); with_paths=False skips building the path strings (the per-call fast path)."""
     leaves: list = []
     paths: list[str] = []
 
+    def sub(p, k):
+        return (f"{p}.{k}" if p else str(k)) if with_paths else ""
+
     def go(x, p):
         if isinstance(x, (tuple, list)) and not hasattr(x, "_fields"):
-            return (type(x).__name__, tuple(go(v, f"{p}.{i}" if p else str(i)) for i, v in enumerate(x)))
+            return (type(x).__name__, tuple(go(v, sub(p, i)) for i, v in enumerate(x)))
         if isinstance(x, tuple):  # namedtuple
-            return ("namedtuple", type(x), tuple(go(v, f"{p}.{k}") for k, v in zip(x._fields, x)))
+            return ("namedtuple", type(x), tuple(go(v, sub(p, k)) for k, v in zip(x._fields, x)))
         if isinstance(x, dict):
             keys = tuple(x.keys())
-            return ("dict", keys, tuple(go(x[k], f"{p}.{k}" if p else str(k)) for k in keys))
+            return ("dict", keys, tuple(go(x[k], sub(p, k)) for k in keys))
         if is_leaf(x):
             leaves.append(x)
             paths.append(p or root)
             return ("*",)
         if isinstance(x, STATIC):
-            return ("static", x)
+            return ("static", x, type(x))
         from graphc.errors import SignatureError
         raise SignatureError(f"graphc cannot trace an argument of type {type(x).__name__} at "
                              f"{p or 'top'}", stage="trace",

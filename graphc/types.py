@@ -23,7 +23,7 @@ class DType(enum.Enum):
 
     @property
     def np(self) -> np.dtype:
-        return np.dtype(self.name if self is not DType.bool else np.bool_)
+        return _NP_DTYPES[self]
 
     @property
     def is_float(self) -> bool:
@@ -49,6 +49,9 @@ class DType(enum.Enum):
 
     def __repr__(self) -> str:
         return f"DType.{self.name}"
+
+
+_NP_DTYPES = {d: np.dtype(d.name if d is not DType.bool else np.bool_) for d in DType}
 
 
 def promote(a: DType, b: DType) -> DType:
