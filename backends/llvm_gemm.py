@@ -16,7 +16,10 @@
               6x16 scratch tile
 
 Threads split the rows (m0, m1) (the caller runs one call per thread with its own packing
-buffers). The module is compiled once and cached like every kernel (memory + disk).
+buffers). For a single (unbatched) GEMM on several threads, run() instead packs all of B once,
+split over the threads (gc_pack_b per sliver range), waits for them, and then runs gc_sgemm
+with packed=1 (bufB: that shared packed B, block (jc, pc) at jc*K + pc*ncp) on row chunks
+(SPLIT per thread) that the threads take from a shared counter. The module is compiled once and cached like every kernel (memory + disk).
 """
 from __future__ import annotations
 
@@ -182,10 +185,11 @@ def _module_text() -> str:
     b.ret_void()
 
     # ---- driver ----
-    sg, b = func("gc_sgemm", [fp, fp, fp, i64, i64, i64, i64, i64, fp, fp] + [i64] * 4,
+    sg, b = func("gc_sgemm", [fp, fp, fp, i64, i64, i64, i64, i64, fp, fp] + [i64] * 5,
                  ["A", "B", "C", "M", "N", "K", "m0", "m1", "bufA", "bufB",
-                  "rsa", "csa", "rsb", "csb"])
-    A, B, C, M, N, K, m0, m1, bufA, bufB, rsa, csa, rsb, csb = sg.args
+                  "rsa", "csa", "rsb", "csb", "packed"])
+    A, B, C, M, N, K, m0, m1, bufA, bufB, rsa, csa, rsb, csb, packed = sg.args
+    prepacked = b.icmp_signed("!=", packed, c64(0))
     with b.goto_entry_block():
         tile = b.alloca(ir.ArrayType(f32, MR * NR), name="tile")
     tp = b.bitcast(tile, fp)
@@ -196,8 +200,12 @@ def _module_text() -> str:
         def pc_body(pc):
             kc = smin(b, c64(KC), b.sub(K, pc))
             first = b.icmp_signed("!=", pc, c64(0))
-            b.call(pb, [b.gep(B, [b.add(b.mul(pc, rsb), b.mul(jc, csb))]), rsb, csb, kc, nc,
-                        bufB])
+            with b.if_then(b.not_(prepacked)):
+                b.call(pb, [b.gep(B, [b.add(b.mul(pc, rsb), b.mul(jc, csb))]), rsb, csb, kc,
+                            nc, bufB])
+            # prepacked: bufB holds all of B packed, block (jc, pc) at jc*K + pc*ncp
+            ncp = b.mul(b.sdiv(b.add(nc, c64(NR - 1)), c64(NR)), c64(NR))
+            bB = b.select(prepacked, b.gep(bufB, [b.add(b.mul(jc, K), b.mul(pc, ncp))]), bufB)
 
             def ic_body(ic):
                 mc = smin(b, c64(MC), b.sub(m1, ic))
@@ -206,7 +214,7 @@ def _module_text() -> str:
 
                 def jr_body(jr):
                     nr = smin(b, c64(NR), b.sub(nc, jr))
-                    bsl = b.gep(bufB, [b.mul(jr, kc)])
+                    bsl = b.gep(bB, [b.mul(jr, kc)])
 
                     def ir_body(ir_):
                         mr = smin(b, c64(MR), b.sub(mc, ir_))
@@ -244,12 +252,20 @@ def sgemm_fn():
     """The compiled gc_sgemm as a ctypes function (compiled once, cached on disk)."""
     if not _FN:
         from graphc.backends.llvm import jit_info
-        addrs, info = jit_info(_module_text(), ["gc_sgemm"], 3, True)  # unrolled k loop
+        addrs, info = jit_info(_module_text(), ["gc_sgemm", "gc_pack_b"], 3, True)  # unrolled
         _FN.append(ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 3, *[ctypes.c_int64] * 5,
                                     ctypes.c_void_p, ctypes.c_void_p,
-                                    *[ctypes.c_int64] * 4)(addrs["gc_sgemm"]))
+                                    *[ctypes.c_int64] * 5)(addrs["gc_sgemm"]))
         _FN.append(info)  # keeps the engine alive
+        _FN.append(ctypes.CFUNCTYPE(None, ctypes.c_void_p, *[ctypes.c_int64] * 4,
+                                    ctypes.c_void_p)(addrs["gc_pack_b"]))
     return _FN[0]
+
+
+def packb_fn():
+    """The compiled gc_pack_b (B, rs, cs, kc, cols, out) as a ctypes function."""
+    sgemm_fn()
+    return _FN[2]
 
 
 def buffers(K: int, N: int):
@@ -274,7 +290,7 @@ def sgemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, m0: int, m1: int, bufs=No
     ba, bb = bufs or buffers(K, N)
     st = [s // 4 for s in a.strides + b.strides]
     sgemm_fn()(a.ctypes.data, b.ctypes.data, c.ctypes.data, M, N, K, m0, m1,
-               ba.ctypes.data, bb.ctypes.data, *st)
+               ba.ctypes.data, bb.ctypes.data, *st, 0)
 
 
 # ---- use in the backend: a matmul kernel = GEMM + its elementwise epilogue ----------------------
@@ -373,7 +389,65 @@ def _bufs(K_: int, N: int):
 
 def _call(a, b, c, M, N, K_, m0, m1, strides):
     ba, bb = _bufs(K_, N)
-    sgemm_fn()(a, b, c, M, N, K_, m0, m1, ba.ctypes.data, bb.ctypes.data, *strides)
+    sgemm_fn()(a, b, c, M, N, K_, m0, m1, ba.ctypes.data, bb.ctypes.data, *strides, 0)
+
+
+SHARE_B = True     # multi-threaded single GEMMs: pack B once, shared by all threads
+SPLIT = 2          # ... and split M into SPLIT x threads chunks that threads take in turn
+SHARE_MAX = 1 << 24  # floats (64 MiB): a bigger B keeps the per-thread packing (bounded memory)
+
+
+def _packed(n: int) -> np.ndarray:
+    """The calling thread's buffer for a whole packed B (kept and grown; the caller waits
+    for every worker before it returns, so reuse on its next call is safe)."""
+    got = getattr(_TLS, "packed", None)
+    if got is None or got.size < n:
+        _TLS.packed = got = _aligned(n)
+    return got
+
+
+def _pack_part(b, rsb, csb, N, K_, out, t, parts):
+    """Pack part t of `parts` of every (jc, pc) block of B into `out` (block (jc, pc) at
+    jc*K + pc*ncp, in NR-column slivers of kc rows), splitting each block's slivers."""
+    pack = packb_fn()
+    for jc in range(0, N, NC):
+        nc = min(NC, N - jc)
+        nsl = -(-nc // NR)
+        s0, s1 = nsl * t // parts, nsl * (t + 1) // parts
+        if s0 >= s1:
+            continue
+        cols = min(nc, s1 * NR) - s0 * NR
+        for pc in range(0, K_, KC):
+            kc = min(KC, K_ - pc)
+            pack(b + 4 * (pc * rsb + (jc + s0 * NR) * csb), rsb, csb, kc, cols,
+                 out + 4 * (jc * K_ + pc * nsl * NR + s0 * NR * kc))
+
+
+def _run_shared(a, b, c, M, N, K_, st, threads, chunks, pool):
+    """One GEMM on `threads` threads: B packed once (split over the threads), then the
+    row chunks computed against it, taken in turn from a shared counter."""
+    import itertools
+    out = _packed(K_ * (-(-N // NR) * NR)).ctypes.data
+    rsb, csb = st[2], st[3]
+    futs = [pool().submit(_pack_part, b, rsb, csb, N, K_, out, t, threads)
+            for t in range(1, threads)]
+    _pack_part(b, rsb, csb, N, K_, out, 0, threads)
+    for f in futs:
+        f.result()
+    rows = -(-M // (chunks * MR)) * MR
+    starts = list(range(0, M, rows))
+    counter = itertools.count()  # next() is atomic under the GIL
+    fn = sgemm_fn()
+
+    def work():
+        ba = _bufs(K_, N)[0].ctypes.data
+        while (i := next(counter)) < len(starts):
+            m0 = starts[i]
+            fn(a, b, c, M, N, K_, m0, min(M, m0 + rows), ba, out, *st, 1)
+    futs = [pool().submit(work) for _ in range(1, threads)]
+    work()
+    for f in futs:
+        f.result()
 
 
 def run(spec: GemmSpec, ptrs: list[int], threads: int, pool):
@@ -381,8 +455,13 @@ def run(spec: GemmSpec, ptrs: list[int], threads: int, pool):
     M, N, K_ = spec.M, spec.N, spec.K
     a, b, c = ptrs[spec.ia], ptrs[spec.ib], ptrs[-1]
     chunks = max(1, min(threads, (M * N * K_) // THREAD_WORK, -(-M // MR)))
-    rows = -(-M // (chunks * MR)) * MR
     st = spec.sa + spec.sb
+    if SHARE_B and chunks > 1 and len(spec.a_off) == 1 and K_ * (N + NR) <= SHARE_MAX:
+        nth = chunks
+        chunks = max(1, min(SPLIT * chunks, -(-M // MR)))
+        return _run_shared(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_, st,
+                           nth, chunks, pool)
+    rows = -(-M // (chunks * MR)) * MR
     tasks = [(a + 4 * oa, b + 4 * ob, c + 4 * t * M * N, M, N, K_, m0, min(M, m0 + rows), st)
              for t, (oa, ob) in enumerate(zip(spec.a_off, spec.b_off))
              for m0 in range(0, M, rows)]

@@ -5,6 +5,14 @@ loop is plain C and would serve another C-like dialect (CUDA, Metal) by subclass
 Parallel mapping: `OpenCLRenderer.launch` gives one work-item per iteration of the outermost
 (parallel) loop; when the loops over the output shape form a perfect nest and no kernel reads
 its own output, they are flattened into one global id (one work-item per output element).
+
+Work-group reductions (`OpenCLRenderer.grouped`): a reduce kernel with few outputs and a long
+reduced iteration space (a full reduction to a scalar, a long axis reduced to a handful of
+values) runs one work-group of `wg_size` work-items per output element instead: each work-item
+accumulates a strided slice of the (flattened) reduced loops into its private accumulator,
+the partials meet in a tree reduction in __local memory (barriers, OpenCL 1.2: no work-group
+built-ins), and work-item 0 runs the epilogue and stores. Sums change their order (exact for
+integers, within tolerance for floats); max keeps the NaN-propagating `gc_max` helper.
 """
 from __future__ import annotations
 
@@ -87,8 +95,16 @@ inline uint gc_rand_bits(long key, long i) {  /* graphc.ops.rand_bits, bit for b
 }
 """
 
-    def __init__(self):
+    wg_size = 256           # work-items per work-group of a grouped reduction (a power of 2)
+    wg_min_extent = 1024    # grouped only when the reduced iteration space has this many points
+    wg_min_ratio = 32       # ... and at least this many per output element
+
+    def __init__(self, wg_size: int | None = None):
         self.uses: set = set()
+        if wg_size is not None:  # 0 turns work-group reductions off
+            if wg_size < 0 or (wg_size and wg_size & (wg_size - 1)):
+                raise ValueError(f"wg_size must be 0 or a power of 2, not {wg_size}")
+            self.wg_size = wg_size
 
     # ---- program level ----
     def render(self, kernels: list[K.Kernel], title: str = "") -> str:
@@ -123,6 +139,123 @@ inline uint gc_rand_bits(long key, long i) {  /* graphc.ops.rand_bits, bit for b
                 body = list(body[0].body)
         return loops, rest + body
 
+    # ---- work-group reductions ----
+    def grouped(self, k: K.Kernel):
+        """The plan of a work-group reduction for `k` ({acc name: (dtype, op)}), or None when
+        `k` keeps the plain mapping. The work-item body (after `launch`'s output loops) must be
+        DefAcc / Let statements and reduction loop nests (perfect nests of sequential loops whose
+        innermost body is Lets and Accumulates), then an epilogue of Lets and Stores; each
+        accumulator is fed by one nest that does not read it back."""
+        if k.kind != "reduce" or self.wg_size < 2:
+            return None
+        loops, body = self.launch(k)
+        n_out = math.prod(lp.extent for lp in loops) if loops else 1
+        accs: dict[str, tuple] = {}
+        defined: dict[str, DType] = {}
+        longest, seen_store = 0, False
+        for s in body:
+            if isinstance(s, K.DefAcc):
+                if seen_store or s.dtype is DType.bool or s.name in defined:
+                    return None
+                defined[s.name] = s.dtype
+            elif isinstance(s, K.Let):
+                continue
+            elif isinstance(s, K.Store):
+                seen_store = True
+            elif isinstance(s, K.Loop):
+                if seen_store or s.parallel:
+                    return None
+                nest = _nest(s)
+                if nest is None:
+                    return None
+                vars_, inner = nest
+                mine: dict[str, str] = {}
+                for st in inner:
+                    if isinstance(st, K.Accumulate):
+                        if st.name not in defined or st.name in accs or \
+                                mine.get(st.name, st.op) != st.op or st.op not in ("sum", "max"):
+                            return None
+                        mine[st.name] = st.op
+                    elif not isinstance(st, K.Let):
+                        return None
+                for st in inner:   # a nest never reads back what it accumulates
+                    if _acc_refs(st.value) & set(mine):
+                        return None
+                if not mine:
+                    return None
+                for name, op in mine.items():
+                    accs[name] = (defined[name], op)
+                longest = max(longest, math.prod(lp.extent for lp in vars_))
+            else:
+                return None
+        if not accs or not seen_store or n_out == 0:
+            return None
+        if longest < self.wg_min_extent or n_out * self.wg_min_ratio > longest:
+            return None
+        return accs
+
+    def render_grouped(self, k: K.Kernel, accs: dict, lines: list[str]) -> str:
+        loops, body = self.launch(k)
+        it, ws = self.index_type, self.wg_size
+        lines[-1] = lines[-1].replace(f"{self.kernel_prefix} ",
+                                      f"{self.kernel_prefix} __attribute__((reqd_work_group_size"
+                                      f"({ws}, 1, 1))) ", 1)
+        lines.append(f"  /* a work-group reduction: one work-group of {ws} work-items per output"
+                     f" element */")
+        for name, (dt, _) in accs.items():
+            lines.append(f"  __local {self.types[dt]} gc_red_{name}[{ws}];")
+        lines.append(f"  {it} gc_lid = get_local_id(0);")
+        if loops:
+            total = math.prod(lp.extent for lp in loops)
+            lines.append(f"  {it} gid = get_group_id(0);")
+            stride = total
+            for lp in loops:
+                stride //= lp.extent
+                q = "gid" if stride == 1 else f"gid / {stride}"
+                e = q if lp is loops[0] else f"{_p(q)} % {lp.extent}"
+                lines.append(f"  {it} {lp.var} = {e};")
+        tail = 0   # statements after the last reduction nest: work-item 0 only
+        for i, s in enumerate(body):
+            if isinstance(s, K.Loop):
+                tail = i + 1
+        for s in body[:tail]:
+            if not isinstance(s, K.Loop):
+                lines += self.stmts([s], "  ")
+                continue
+            vars_, inner = _nest(s)
+            total = math.prod(lp.extent for lp in vars_)
+            lines.append(f"  for ({it} gc_r = gc_lid; gc_r < {total}; gc_r += {ws}) {{")
+            stride = total
+            for lp in vars_:
+                stride //= lp.extent
+                q = "gc_r" if stride == 1 else f"gc_r / {stride}"
+                e = q if lp is vars_[0] else f"{_p(q)} % {lp.extent}"
+                lines.append(f"    {it} {lp.var} = {e};")
+            lines += self.stmts(inner, "    ")
+            lines.append("  }")
+            mine = [st.name for st in inner if isinstance(st, K.Accumulate)]
+            mine = list(dict.fromkeys(mine))
+            for name in mine:
+                lines.append(f"  gc_red_{name}[gc_lid] = {name};")
+            lines.append("  barrier(CLK_LOCAL_MEM_FENCE);")
+            lines.append(f"  for ({it} gc_s = {ws // 2}; gc_s > 0; gc_s >>= 1) {{")
+            lines.append("    if (gc_lid < gc_s) {")
+            for name in mine:
+                dt, op = accs[name]
+                a = K.AccRef(f"gc_red_{name}[gc_lid]", dt)
+                b = K.AccRef(f"gc_red_{name}[gc_lid + gc_s]", dt)
+                comb = self.value(K.Binary("add" if op == "sum" else "maximum", a, b))
+                lines.append(f"      gc_red_{name}[gc_lid] = {_strip(comb)};")
+            lines.append("    }")
+            lines.append("    barrier(CLK_LOCAL_MEM_FENCE);")
+            lines.append("  }")
+            for name in mine:   # every work-item sees the total (a later nest may read it)
+                lines.append(f"  {name} = gc_red_{name}[0];")
+        lines.append("  if (gc_lid != 0) return;")
+        lines += self.stmts(body[tail:], "  ")
+        lines.append("}")
+        return "\n".join(lines)
+
     def render_kernel(self, k: K.Kernel) -> str:
         self.k = k
         lines = [f"/* kernel {k.name} ({k.kind}), from:"]
@@ -140,6 +273,9 @@ inline uint gc_rand_bits(long key, long i) {  /* graphc.ops.rand_bits, bit for b
             ro = "const " if b.role == "in" else ""
             params.append(f"{self.buffer_prefix}{ro}{self.storage[b.dtype]}* {b.name}")
         lines.append(f"{self.kernel_prefix} {k.name}({', '.join(params)}) {{")
+        accs = self.grouped(k)
+        if accs is not None:
+            return self.render_grouped(k, accs, lines)
         loops, body = self.launch(k)
         if loops and math.prod(lp.extent for lp in loops) == 0:
             return "\n".join(lines + ["  /* an empty result: never launched */", "}"])
@@ -289,6 +425,31 @@ def _strip(s: str) -> str:
                 return s
         return s[1:-1]
     return s
+
+
+def _nest(lp: K.Loop):
+    """(the loops, the innermost body) of a perfect nest of sequential loops whose innermost
+    body holds no loop; None otherwise."""
+    loops = [lp]
+    body = list(lp.body)
+    while len(body) == 1 and isinstance(body[0], K.Loop):
+        loops.append(body[0])
+        body = list(body[0].body)
+    if any(isinstance(s, K.Loop) for s in body) or any(x.parallel for x in loops):
+        return None
+    return loops, body
+
+
+def _acc_refs(v) -> set:
+    """The accumulator names a value reads."""
+    if isinstance(v, K.AccRef):
+        return {v.name}
+    out = set()
+    for f in ("x", "a", "b", "cond", "key", "value"):
+        sub = getattr(v, f, None)
+        if sub is not None and not isinstance(sub, (str, int, float)):
+            out |= _acc_refs(sub)
+    return out
 
 
 def _reads_output(k: K.Kernel) -> bool:

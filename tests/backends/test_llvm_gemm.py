@@ -105,3 +105,25 @@ def test_transposed_operands(always_gemm, ta, tb):
     c = np.empty((37, 41), np.float32)
     G.sgemm(xs.T if ta else xs, ys.T if tb else ys, c, 0, 37)  # strided views directly
     np.testing.assert_allclose(c, x @ y, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("share", [False, True])
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("M,K,N,ta,tb", [(97, 1033, 2100, False, False),
+                                         (130, 517, 2049, True, False),
+                                         (301, 64, 33, False, True), (7, 700, 16, True, True)])
+def test_run_threads_shared_b(monkeypatch, share, threads, M, K, N, ta, tb):
+    """run() on several threads: B packed once and shared (several N and K blocks, edge
+    slivers split between threads, transposed operands) or packed per thread."""
+    from graphc.backends.llvm import _pool
+    monkeypatch.setattr(G, "THREAD_WORK", 1)
+    monkeypatch.setattr(G, "SHARE_B", share)
+    rng = np.random.default_rng(M + K + N)
+    a, b = _rand(rng, M, K), _rand(rng, K, N)
+    aa = np.ascontiguousarray(a.T) if ta else a
+    bb = np.ascontiguousarray(b.T) if tb else b
+    c = np.full((M, N), np.nan, np.float32)
+    spec = G.GemmSpec(0, 1, (1, M) if ta else (K, 1), (1, K) if tb else (N, 1), M, N, K,
+                      [0], [0])
+    G.run(spec, [aa.ctypes.data, bb.ctypes.data, c.ctypes.data], threads, _pool)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4 * np.sqrt(K))

@@ -248,3 +248,97 @@ def test_cli_lists_devices(capsys):
     assert main(["devices"]) == 0
     out = capsys.readouterr().out
     assert "platform 0:" in out and "0:0" in out and "default:" in out
+
+
+# ---- work-group reductions ----------------------------------------------------------------------------
+@pytest.fixture
+def grouped_on(monkeypatch):
+    """Work-group reductions are on for GPUs only; these tests force them on (PoCL too)."""
+    monkeypatch.setattr(opencl.OpenCLBackend, "group_reductions", True)
+
+
+def test_work_group_reductions_are_off_on_a_cpu_device_by_default():
+    import pyopencl as cl
+    x = np.arange(100003, dtype=np.float32)
+    fc = gc.compile(lambda x: gc.sum(x), backend=BE)
+    fc(x)
+    is_gpu = "GPU" in cl.device_type.to_string(BE.device.type)
+    assert ("reqd_work_group_size" in fc.source) == is_gpu
+
+
+def _grouped_kernels(fc, *args):
+    """The kernel signatures the source renders as work-group reductions."""
+    fc(*args)
+    return [line for line in fc.source.splitlines() if "reqd_work_group_size" in line]
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["default", "forced"])
+@pytest.mark.parametrize("dt", [np.float32, np.float64, np.int64], ids=lambda d: np.dtype(d).name)
+def test_full_reductions_match_numpy(dt, force, monkeypatch, grouped_on):
+    """sum, max and mean to a scalar; big sizes take the work-group path by default, and
+    `forced` takes it for every size (fewer elements than work-items, odd remainders)."""
+    if force:
+        monkeypatch.setattr(opencl.OpenCLRenderer, "wg_min_extent", 1)
+        monkeypatch.setattr(opencl.OpenCLRenderer, "wg_min_ratio", 1)
+    rng = np.random.default_rng(11)
+    f = lambda x: (gc.sum(x), gc.max(x), gc.mean(x))  # noqa: E731
+    for n in (1, 3, 1000, 100003):
+        if dt == np.int64:
+            x = rng.integers(-2**40, 2**40, n)
+        else:
+            x = (rng.standard_normal(n) * 10).astype(dt)
+            x[rng.integers(0, n)] = 1e3   # the max is somewhere in the middle
+        fc = gc.compile(f, backend=BE)
+        grouped = _grouped_kernels(fc, x)
+        assert bool(grouped) == (force or n >= opencl.OpenCLRenderer.wg_min_extent), (n, grouped)
+        s, m, mean = fc(x)
+        assert s.dtype == x.dtype and m.dtype == x.dtype
+        if dt == np.int64:
+            assert s == x.sum() and m == x.max()   # integer sums are exact
+            np.testing.assert_allclose(mean, x.mean(), rtol=1e-12)
+        else:
+            tol = 1e-5 if dt == np.float32 else 1e-12
+            ref = x.astype(np.float64)
+            scale = np.abs(ref).sum()
+            assert abs(float(s) - ref.sum()) <= tol * scale, (n, s, ref.sum())
+            assert m == x.max()
+            assert abs(float(mean) - ref.mean()) <= tol * scale / n
+
+
+def test_grouped_max_propagates_nan_and_handles_all_negative(grouped_on):
+    rng = np.random.default_rng(5)
+    x = -np.abs(rng.standard_normal(5000)).astype(np.float32) - 1
+    fc = gc.compile(lambda x: gc.max(x), backend=BE)
+    assert _grouped_kernels(fc, x)
+    assert fc(x) == x.max()
+    for at in (0, 1, 255, 256, 4999):
+        y = x.copy()
+        y[at] = np.nan
+        assert np.isnan(fc(y)), at
+
+
+def test_grouped_reduction_with_epilogue_and_partial_outputs(grouped_on):
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal(100003).astype(np.float32)
+    fc = gc.compile(lambda x: gc.log(gc.sum(gc.exp(x))), backend=BE)
+    assert _grouped_kernels(fc, x)
+    want = np.log(np.sum(np.exp(x.astype(np.float64))))
+    np.testing.assert_allclose(fc(x), want, rtol=1e-5)
+    # a long axis reduced to a few outputs: one work-group per output, with an epilogue
+    m = rng.standard_normal((3, 50000))
+    g = gc.compile(lambda m: (gc.mean(m, axis=1), gc.max(m.T, axis=0) * 2.0), backend=BE)
+    assert len(_grouped_kernels(g, m)) == 2
+    mean, mx = g(m)
+    np.testing.assert_allclose(mean, m.mean(axis=1), rtol=1e-12, atol=1e-15)
+    np.testing.assert_array_equal(mx, m.max(axis=1) * 2.0)
+    i = rng.integers(-1000, 1000, (2, 3, 4000))
+    h = gc.compile(lambda i: gc.sum(i, axis=(0, 2)), backend=BE)
+    assert _grouped_kernels(h, i)
+    np.testing.assert_array_equal(h(i), i.sum(axis=(0, 2)))
+
+
+def test_grouped_reductions_keep_the_mlp_train_step(monkeypatch, grouped_on):
+    """Every eligible reduce kernel of the MLP step as a work-group reduction still matches."""
+    monkeypatch.setattr(opencl.OpenCLRenderer, "wg_min_extent", 1)
+    monkeypatch.setattr(opencl.OpenCLRenderer, "wg_min_ratio", 1)
+    test_mlp_example_train_step_matches_numpy()
