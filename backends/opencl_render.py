@@ -208,12 +208,7 @@ inline uint gc_rand_bits(long key, long i) {  /* graphc.ops.rand_bits, bit for b
         if loops:
             total = math.prod(lp.extent for lp in loops)
             lines.append(f"  {it} gid = get_group_id(0);")
-            stride = total
-            for lp in loops:
-                stride //= lp.extent
-                q = "gid" if stride == 1 else f"gid / {stride}"
-                e = q if lp is loops[0] else f"{_p(q)} % {lp.extent}"
-                lines.append(f"  {it} {lp.var} = {e};")
+            lines += _unflatten("gid", loops, it, "  ")
         tail = 0   # statements after the last reduction nest: work-item 0 only
         for i, s in enumerate(body):
             if isinstance(s, K.Loop):
@@ -225,12 +220,7 @@ inline uint gc_rand_bits(long key, long i) {  /* graphc.ops.rand_bits, bit for b
             vars_, inner = _nest(s)
             total = math.prod(lp.extent for lp in vars_)
             lines.append(f"  for ({it} gc_r = gc_lid; gc_r < {total}; gc_r += {ws}) {{")
-            stride = total
-            for lp in vars_:
-                stride //= lp.extent
-                q = "gc_r" if stride == 1 else f"gc_r / {stride}"
-                e = q if lp is vars_[0] else f"{_p(q)} % {lp.extent}"
-                lines.append(f"    {it} {lp.var} = {e};")
+            lines += _unflatten("gc_r", vars_, it, "    ")
             lines += self.stmts(inner, "    ")
             lines.append("  }")
             mine = [st.name for st in inner if isinstance(st, K.Accumulate)]
@@ -284,12 +274,7 @@ inline uint gc_rand_bits(long key, long i) {  /* graphc.ops.rand_bits, bit for b
             it = self.index_type
             lines.append(f"  {it} gid = {self.global_id};")
             lines.append(f"  if (gid >= {total}) return;  /* the global size is rounded up */")
-            stride = total
-            for lp in loops:
-                stride //= lp.extent
-                q = "gid" if stride == 1 else f"gid / {stride}"
-                e = q if lp is loops[0] else f"{_p(q)} % {lp.extent}"
-                lines.append(f"  {it} {lp.var} = {e};")
+            lines += _unflatten("gid", loops, it, "  ")
         lines += self.stmts(body, "  ")
         lines.append("}")
         return "\n".join(lines)
@@ -408,6 +393,17 @@ inline uint gc_rand_bits(long key, long i) {  /* graphc.ops.rand_bits, bit for b
 
     def tu(self, dtype: DType) -> dict:
         return {"t": self.types[dtype], "u": self.unsigned.get(dtype, self.types[dtype])}
+
+
+def _unflatten(flat: str, loops, it: str, indent: str) -> list[str]:
+    """Declarations of the loop variables of a perfect nest from one flat (row-major) id."""
+    out, stride = [], math.prod(lp.extent for lp in loops)
+    for lp in loops:
+        stride //= lp.extent
+        q = flat if stride == 1 else f"{flat} / {stride}"
+        e = q if lp is loops[0] else f"{_p(q)} % {lp.extent}"
+        out.append(f"{indent}{it} {lp.var} = {e};")
+    return out
 
 
 def _p(s: str) -> str:

@@ -35,7 +35,7 @@ from graphc import nn, optim
 from graphc.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import blas_threads, load_digits_split, pyplot  # noqa: E402
+from _common import blas_threads, load_digits_split, pyplot, save_figure  # noqa: E402
 from _common import parse_and_announce as parse_args  # noqa: E402
 
 N_TRAIN = 400
@@ -146,11 +146,7 @@ def plot(runs, path):
     axes[2].set(xlabel="epoch", ylabel="cross-entropy", title="test loss")
     axes[1].set_ylim(0.85, 1.0)
     axes[1].legend()
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, axes, path)
 
 
 def main(argv=None) -> dict:

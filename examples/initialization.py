@@ -169,7 +169,7 @@ def run(args) -> dict:
             print(f"  {i + 1:5d}" + "".join(
                 f"{stats[act][s]['mean'][i]:>+11.2e} /{stats[act][s]['std'][i]:9.2e}"
                 for s in INITS))
-        print(f"  gradient norm ‖∂L/∂W_ℓ‖ per layer")
+        print("  gradient norm ‖∂L/∂W_ℓ‖ per layer")
         for i in range(DEPTH):
             print(f"  {i + 1:5d}" + "".join(f"{stats[act][s]['grad_norm'][i]:>22.3e}"
                                             for s in INITS))

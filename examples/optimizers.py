@@ -21,7 +21,6 @@ out/optimizers_mlp.png (MLP training loss per epoch).
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import time

@@ -32,7 +32,7 @@ from graphc.nn import init
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
-from _common import blas_threads, load_digits_split, pyplot  # noqa: E402
+from _common import blas_threads, load_digits_split, pyplot, save_figure  # noqa: E402
 from _common import parse_and_announce as parse_args  # noqa: E402
 
 HIDDEN = 32
@@ -101,11 +101,7 @@ def plot(runs, path):
     axes[0].set(xlabel="epoch", ylabel="training loss", title="digits row by row: training loss")
     axes[1].set(xlabel="epoch", ylabel="test accuracy", title="test accuracy")
     axes[1].legend()
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, axes, path)
 
 
 def main(argv=None) -> dict:
