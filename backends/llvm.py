@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from graphc import kernel as K
+from graphc import kernel as K, kernel_sched
 from graphc.errors import BackendError, NoRuleError
 from graphc.interpret import check_args
 from graphc.ir import Graph, Node, register_internal_dir
@@ -452,7 +452,13 @@ class _Step:
 class LLVMProgram:
     """A compiled graph. Calling it checks the arguments (count, shape, dtype); inputs that
     are not C-contiguous (e.g. a transposed array) are copied to contiguous memory first.
-    Intermediates live in one arena per call laid out by the `scheduled` stage's plan."""
+    Intermediates live in one arena per call laid out by the `scheduled` stage's plan.
+
+    Every kernel argument's address is planned once, here, as (base, byte offset): base 0 is
+    the call's arena, then the inputs, then the buffers a call allocates (outputs outside the
+    arena, view copies), then the constants. A call then only adds integers per kernel
+    argument: building numpy views and asking each for `.ctypes.data` cost ~40 us per
+    kernel, more than W3's small LSTM kernels themselves (518 kernels per step)."""
 
     def __init__(self, graph: Graph, steps: list[_Step], source: str, kernels: list[K.Kernel],
                  module_text: str):
@@ -460,36 +466,54 @@ class LLVMProgram:
         self.kernels, self.module_text = kernels, module_text
         self.arena_bytes = max((s.offset + s.node.type.nbytes for s in steps if s.offset >= 0),
                                default=0)
+        where: dict[int, tuple[int, int]] = {}   # node id -> (base, byte offset)
+        for k, n in enumerate(graph.inputs):
+            where[id(n)] = (1 + k, 0)
+        self.owned: list[Node] = []    # allocated per call
+        self.consts: list[np.ndarray] = []
+        nin = 1 + len(graph.inputs)
+        for s in steps:
+            for i in s.node.inputs:
+                if id(i) not in where:  # a constant kernel argument
+                    self.consts.append(np.ascontiguousarray(i.attrs["value"].array))
+                    where[id(i)] = (-len(self.consts), 0)
+            if s.offset >= 0:
+                where[id(s.node)] = (0, s.offset)
+            else:
+                self.owned.append(s.node)
+                where[id(s.node)] = (nin + len(self.owned) - 1, 0)
+        nbase = nin + len(self.owned)
+        # constants: negative bases count from the end of the per-call base list
+        fix = lambda b: (nbase + len(self.consts) + b) if b < 0 else b  # noqa: E731
+        self.where = {k: (fix(b), o) for k, (b, o) in where.items()}
+        self.args = [[self.where[id(i)] for i in s.node.inputs] + [self.where[id(s.node)]]
+                     for s in steps]
+        self.const_ptrs = [c.ctypes.data for c in self.consts]
 
     def __call__(self, *arrays):
         args = check_args(self.graph, arrays, stage="run (llvm)")
-        env: dict[int, np.ndarray] = {}
-        for n, a in zip(self.graph.inputs, args):
-            # (ascontiguousarray turns a 0-d array into shape (1,): keep the input's shape,
-            # an input may be returned as an output unchanged)
-            env[id(n)] = np.ascontiguousarray(a).reshape(a.shape)
+        # (ascontiguousarray turns a 0-d array into shape (1,): keep the input's shape,
+        # an input may be returned as an output unchanged)
+        ins = [np.ascontiguousarray(a).reshape(a.shape) for a in args]
         arena = np.empty(self.arena_bytes, np.uint8) if self.arena_bytes else None
-        for s in self.steps:
-            n = s.node
-            ins = []
-            for i in n.inputs:
-                if id(i) not in env:  # a constant kernel argument
-                    env[id(i)] = np.ascontiguousarray(i.attrs["value"].array)
-                ins.append(env[id(i)])
-            if s.offset >= 0:
-                out = arena[s.offset:s.offset + n.type.nbytes].view(n.dtype.np).reshape(n.shape)
-            else:
-                out = np.empty(n.shape, n.dtype.np)
-            s.run([a.ctypes.data for a in ins] + [out.ctypes.data])
-            env[id(n)] = out
-        outs = []
-        for o in self.graph.outputs:
-            if o.op is Op.FUSED:
-                outs.append(env[id(o)])
-            else:  # an input or constant returned as is: a copy, so callers never alias
-                v = env.get(id(o))
-                outs.append(np.array(v if v is not None else o.attrs["value"].array))
-        return tuple(outs)
+        owned = [np.empty(n.shape, n.dtype.np) for n in self.owned]
+        base = ([arena.ctypes.data if arena is not None else 0]
+                + [a.ctypes.data for a in ins] + [a.ctypes.data for a in owned]
+                + self.const_ptrs)
+        for s, spec in zip(self.steps, self.args):
+            s.run([base[b] + o for b, o in spec])
+
+        def value(n):
+            b, o = self.where[id(n)]
+            if b == 0:
+                return arena[o:o + n.type.nbytes].view(n.dtype.np).reshape(n.shape)
+            if b <= len(ins):
+                return np.array(ins[b - 1])  # an input returned as is: a copy, never aliased
+            if b <= len(ins) + len(owned):
+                return owned[b - 1 - len(ins)]
+            return np.array(n.attrs["value"].array)  # a constant: a copy too
+        return tuple(value(o) if id(o) in self.where else np.array(o.attrs["value"].array)
+                     for o in self.graph.outputs)
 
 
 class LLVMBackend:
@@ -498,12 +522,15 @@ class LLVMBackend:
     (float32 matmul kernels big enough run on the packed GEMM of backends/llvm_gemm.py,
     their elementwise epilogue after it; False keeps the loop kernels), `unroll` (LLVM's
     loop unrolling, off by default: on W1/W2/W3 of benchmarks/workloads.py it compiled 2-5x
-    faster and ran as fast (the vectoriser still interleaves); the GEMM module keeps it)."""
+    faster and ran as fast (the vectoriser still interleaves); the GEMM module keeps it),
+    `partition` (split loops where a concat/pad bounds check changes, so each piece computes
+    only its own part: `graphc.kernel_sched.partition`; W3's LSTM step ran 1.6x faster)."""
     name = "llvm"
 
     def __init__(self, fast_math: bool = False, threads: int | None = None, opt: int = 3,
-                 gemm: bool = True, unroll: bool = False):
+                 gemm: bool = True, unroll: bool = False, partition: bool = True):
         self.fast_math, self.opt, self.gemm, self.unroll = fast_math, opt, gemm, unroll
+        self.partition = partition
         self.threads = threads or os.cpu_count() or 1
 
     def available(self):
@@ -544,6 +571,8 @@ class LLVMBackend:
                 p = llvm_gemm.plan(n, k)
                 if p is not None:
                     gemms[i], kernels[i] = p
+        if self.partition:  # fold concat/pad selects per piece (graphc.kernel_sched)
+            kernels = [k if k is None else kernel_sched.partition(k) for k in kernels]
         compiled = [k for k in kernels if k is not None]
         cnodes = [n for n, k in zip(nodes, kernels) if k is not None]
         text, source = self.render(graph, cnodes, compiled)

@@ -327,10 +327,51 @@ def _split(kernel: K.Kernel):
     return walk(kernel.body)
 
 
+def _cstrides(shape) -> tuple:
+    """Row-major element strides."""
+    return tuple(int(np.prod(shape[i + 1:], dtype=np.int64)) for i in range(len(shape)))
+
+
+def _view(x, ins: list[int]):
+    """(input id, element offset, shape, strides) when `x` reads a kernel input through views
+    only (slice with positive steps, permute, expand, reshape of a contiguous view): the
+    GEMM then reads that input in place with these strides, instead of the loop kernel
+    (an LSTM's x[t] @ Wx, a transposed slice in its backward pass). None otherwise."""
+    if id(x) in ins:
+        return id(x), 0, tuple(x.shape), _cstrides(x.shape)
+    if x.op not in (Op.SLICE, Op.PERMUTE, Op.EXPAND, Op.RESHAPE):
+        return None
+    src = _view(x.inputs[0], ins)
+    if src is None:
+        return None
+    i, off, shape, strides = src
+    if x.op is Op.PERMUTE:
+        perm = x.attrs["perm"]
+        return i, off, tuple(shape[p] for p in perm), tuple(strides[p] for p in perm)
+    if x.op is Op.SLICE:
+        starts, steps = x.attrs["starts"], x.attrs["steps"]
+        if any(s <= 0 for s in steps):
+            return None
+        off += sum(s * st for s, st in zip(starts, strides))
+        return i, off, tuple(x.shape), tuple(st * s for st, s in zip(strides, steps))
+    if x.op is Op.EXPAND:
+        lead = len(x.shape) - len(shape)
+        full = (0,) * lead + tuple(0 if n != m else st for n, m, st in
+                                   zip(shape, x.shape[lead:], strides))
+        return i, off, tuple(x.shape), full
+    # RESHAPE: only of a view that is contiguous (size-1 axes aside)
+    want = 1
+    for n, st in zip(reversed(shape), reversed(strides)):
+        if n != 1 and st != want:
+            return None
+        want *= n
+    return i, off, tuple(x.shape), _cstrides(x.shape)
+
+
 def plan(node, kernel: K.Kernel):
     """(GemmSpec, epilogue kernel or None) when a fused matmul node can run on gc_sgemm:
-    one float32 matmul whose operands are kernel inputs (or their transposes), followed by an
-    elementwise epilogue
+    one float32 matmul whose operands are kernel inputs or views of them (`_view`), followed
+    by an elementwise epilogue
     (the row_matmul shape of graphc.lower); None otherwise."""
     if kernel.kind != "matmul":
         return None
@@ -341,19 +382,11 @@ def plan(node, kernel: K.Kernel):
     mm = mms[0]
     ins = [id(n) for n in body.inputs]
 
-    def operand(x):  # (kernel input, transposed?) for an input or its last-two-axes swap
-        if id(x) in ins:
-            return x, False
-        if x.op is Op.PERMUTE and id(x.inputs[0]) in ins:
-            r = len(x.shape)
-            if tuple(x.attrs["perm"]) == tuple(range(r - 2)) + (r - 1, r - 2):
-                return x.inputs[0], True
-        return None, None
     a, b = mm.inputs
     if mm.dtype is not DType.float32 or len(a.shape) < 2 or len(b.shape) < 2:
         return None
-    (xa, ta), (xb, tb) = operand(a), operand(b)
-    if xa is None or xb is None:
+    va, vb = _view(a, ins), _view(b, ins)
+    if va is None or vb is None:
         return None
     M, KK, N = a.shape[-2], a.shape[-1], b.shape[-1]
     if M < MIN_M or N < MIN_N or KK < 1 or M * N * KK < MIN_WORK:
@@ -364,13 +397,16 @@ def plan(node, kernel: K.Kernel):
     batch = tuple(mm.shape[:-2])
     nb = int(np.prod(batch, dtype=np.int64))
 
-    def offsets(shape, size):
-        bs = tuple(shape[:-2])
-        idx = np.arange(int(np.prod(bs, dtype=np.int64))).reshape(bs)
-        return (np.broadcast_to(idx, batch).reshape(nb) * size).tolist()
-    spec = GemmSpec(ins.index(id(xa)), ins.index(id(xb)), (1, M) if ta else (KK, 1),
-                    (1, KK) if tb else (N, 1), M, N, KK,
-                    offsets(a.shape, M * KK), offsets(b.shape, KK * N))
+    def offsets(view):  # per output batch: the element offset of its (rows x cols) matrix
+        _, off, shape, strides = view
+        bs, bst = shape[:-2], strides[:-2]
+        idx = np.full(bs, off, np.int64)
+        for ax, (n, st) in enumerate(zip(bs, bst)):
+            idx = idx + (np.arange(n, dtype=np.int64) * st).reshape(
+                (1,) * ax + (n,) + (1,) * (len(bs) - ax - 1))
+        return np.broadcast_to(idx, batch).reshape(nb).tolist()
+    spec = GemmSpec(ins.index(va[0]), ins.index(vb[0]), tuple(va[3][-2:]), tuple(vb[3][-2:]),
+                    M, N, KK, offsets(va), offsets(vb))
     return spec, (None if epi is None else replace(kernel, body=epi))
 
 

@@ -127,3 +127,36 @@ def test_run_threads_shared_b(monkeypatch, share, threads, M, K, N, ta, tb):
                       [0], [0])
     G.run(spec, [aa.ctypes.data, bb.ctypes.data, c.ctypes.data], threads, _pool)
     np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+
+
+VIEW_CASES = {  # operands read in place through views of the kernel inputs (llvm_gemm._view)
+    "row block of a 3-d input": (lambda x, w: x[2] @ w, ((5, 17, 9), (9, 13))),
+    "column slice (an LSTM gate)": (lambda x, w: x[:, 8:20] @ w, ((17, 32), (12, 7))),
+    "transposed slice": (lambda x, w: gc.transpose(x[1]) @ w, ((3, 11, 19), (11, 5))),
+    "strided slice": (lambda x, w: x[::2, 1::3] @ w, ((33, 30), (10, 6))),
+    "reshape of a contiguous block": (lambda x, w: gc.reshape(x[1:3], (22, 9)) @ w,
+                                      ((4, 11, 9), (9, 8))),
+    "broadcast batch": (lambda x, w: gc.broadcast_to(x, (3, 7, 10)) @ w, ((7, 10), (3, 10, 4))),
+    "slice of a batch, both sides": (lambda x, w: x[:, 1:] @ w[1:, :, 2:], ((4, 6, 5), (5, 5, 9))),
+}
+
+
+@pytest.mark.parametrize("case", list(VIEW_CASES))
+def test_view_operands_read_in_place(always_gemm, case):
+    fn, shapes = VIEW_CASES[case]
+    rng = np.random.default_rng(len(case))
+    x, w = (_rand(rng, *s) for s in shapes)
+    f = gc.compile(lambda x, w: fn(x, w) * 2.0, backend="llvm")
+    steps = f.lower(x, w).program.steps
+    assert any(s.gemm is not None for s in steps), case
+    want = np.asarray(fn(x, w)) * 2.0
+    np.testing.assert_allclose(f(x, w), want, rtol=1e-4, atol=1e-4)
+
+
+def test_reshape_of_a_non_contiguous_view_keeps_the_loop_kernel(always_gemm):
+    rng = np.random.default_rng(3)
+    x, w = _rand(rng, 6, 8), _rand(rng, 12, 5)
+    fn = lambda x, w: gc.reshape(x[:, 2:], (3, 12)) @ w  # noqa: E731  (rows not evenly strided)
+    f = gc.compile(fn, backend="llvm")
+    assert all(s.gemm is None for s in f.lower(x, w).program.steps)
+    np.testing.assert_allclose(f(x, w), np.reshape(x[:, 2:], (3, 12)) @ w, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,154 @@
+"""Schedule transformations on the kernel IR (graphc/kernel_sched.py): each one returns a
+verified kernel that the pure-NumPy evaluator shows stores the same values; partition folds
+the bounds checks of concatenations and paddings away, piece by piece."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc import kernel as K, kernel_sched as S
+from graphc.lower import as_kernels, lower_kernel
+from graphc.ops import Op
+from graphc.pipeline import run_pipeline
+from graphc.printer import node_names
+
+rng = np.random.default_rng(0)
+
+
+def kernels_of(fn, *args):
+    """(kernel, its input arrays) for every fused kernel of fn's optimized graph, inputs
+    computed by the evaluator, in order."""
+    g = as_kernels(run_pipeline(gc.trace(fn, *args))["optimized"])
+    names = node_names(g)
+    env = {id(n): np.asarray(a) for n, a in zip(g.inputs, args)}
+    out = []
+    for n in g.nodes:
+        if n.op is Op.CONST:
+            env[id(n)] = n.attrs["value"].array
+        elif n.op is Op.FUSED:
+            k = lower_kernel(n, names)
+            ins = [env[id(i)] for i in n.inputs]
+            env[id(n)] = K.evaluate(k, *ins)
+            out.append((k, ins))
+    return out
+
+
+def same(k1, k2, ins):
+    a, b = K.evaluate(k1, *ins), K.evaluate(k2, *ins)
+    np.testing.assert_array_equal(a, b)
+
+
+def loops(body):
+    for s in body:
+        if isinstance(s, K.Loop):
+            yield s
+            yield from loops(s.body)
+
+
+def selects(v) -> int:
+    if isinstance(v, K.Select):
+        return 1 + selects(v.cond) + selects(v.a) + selects(v.b)
+    return sum(selects(getattr(v, f)) for f in ("x", "a", "b") if hasattr(v, f)
+               and hasattr(getattr(v, f), "dtype"))
+
+
+def body_selects(body) -> int:
+    n = 0
+    for s in body:
+        if isinstance(s, K.Loop):
+            n += body_selects(s.body)
+        elif isinstance(s, (K.Store, K.Let)):
+            n += selects(s.value)
+    return n
+
+
+X = rng.standard_normal((5, 12)).astype(np.float32)
+GATES = [rng.standard_normal((5, 4)).astype(np.float32) for _ in range(3)]
+
+
+def gate_concat(a, b, c):
+    """An LSTM's gate gradient: the gradient of slicing gates out of one row is a sum of
+    padded pieces with different math (a concatenation proper lowers to separate loops)."""
+    return (gc.pad(gc.tanh(a), ((0, 0), (0, 8))) + gc.pad(gc.exp(b) * 2.0, ((0, 0), (4, 4)))
+            + gc.pad(a * c, ((0, 0), (8, 0))))
+
+
+CASES = {
+    "elementwise": (lambda x: gc.tanh(x * 2.0) + 1.0, (X,)),
+    "reduce": (lambda x: gc.sum(x * x, axis=1), (X,)),
+    "matmul": (lambda x: x @ x.T, (X,)),
+    "pad sum": (gate_concat, tuple(GATES)),
+    "pad": (lambda x: gc.pad(gc.exp(x), ((1, 2), (3, 0))), (X,)),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_transformation_keeps_the_values(case):
+    fn, args = CASES[case]
+    for k, ins in kernels_of(fn, *args):
+        same(k, S.simplify(k), ins)
+        same(k, S.partition(k), ins)
+        for lp in loops(k.body):
+            for f in (1, 3, 4, lp.extent + 1):
+                same(k, S.split(k, lp.var, f), ins)
+            if lp.extent <= 12:
+                same(k, S.unroll(k, lp.var), ins)
+            if len(lp.body) == 1 and isinstance(lp.body[0], K.Loop):
+                same(k, S.reorder(k, lp.var, lp.body[0].var), ins)
+
+
+def test_split_makes_tiles_and_a_tail():
+    (k, ins), = kernels_of(lambda x: x * 2.0, rng.standard_normal(10).astype(np.float32))
+    var = next(loops(k.body)).var
+    t = S.split(k, var, 4)
+    got = [(lp.var, lp.extent) for lp in loops(t.body)]
+    assert got == [(f"{var}_o", 2), (f"{var}_i", 4), (f"{var}_t", 2)], got
+    assert next(loops(t.body)).parallel == next(loops(k.body)).parallel
+    same(k, t, ins)
+
+
+def test_unroll_and_reorder_shapes():
+    (k, ins), = kernels_of(lambda x: x + 1.0, rng.standard_normal((3, 4)).astype(np.float32))
+    outer, inner = [lp.var for lp in loops(k.body)][:2]
+    r = S.reorder(k, outer, inner)
+    assert [lp.var for lp in loops(r.body)][:2] == [inner, outer]
+    u = S.unroll(k, inner)
+    assert [lp.var for lp in loops(u.body)] == [outer]
+    assert sum(isinstance(s, K.Store) for s in next(loops(u.body)).body) == 4
+    same(k, r, ins)
+    same(k, u, ins)
+    with pytest.raises(ValueError, match="no loop"):
+        S.split(k, "nope", 2)
+
+
+def test_partition_folds_every_select_of_a_padded_sum():
+    ks = [(k, ins) for k, ins in kernels_of(gate_concat, *GATES) if body_selects(k.body)]
+    assert ks, "the padded sum should lower to selects"
+    for k, ins in ks:
+        p = S.partition(k)
+        assert body_selects(p.body) == 0, str(p)
+        assert len(list(loops(p.body))) > len(list(loops(k.body)))
+        # each piece reads only its own part: no clamps left in any index
+        assert "min(" not in str(p).split("{", 1)[1] and "max(" not in str(p).split("{", 1)[1]
+        same(k, p, ins)
+
+
+def test_partition_leaves_parity_tests_and_the_parallel_loop():
+    x = rng.standard_normal(9).astype(np.float32)
+    for k, ins in kernels_of(lambda x: gc.pad(x[::2] * 3.0, (0, 4)), x):
+        p = S.partition(k, max_pieces=3)
+        assert all(lp.parallel for lp in loops(p.body) if lp.var == next(loops(k.body)).var
+                   and next(loops(k.body)).parallel)
+        same(k, p, ins)
+
+
+def test_partition_is_used_by_the_llvm_backend():
+    L = pytest.importorskip("graphc.backends.llvm")
+    f = gc.compile(gate_concat, backend="llvm")
+    prog = f.lower(*GATES).program
+    assert all(body_selects(k.body) == 0 for k in prog.kernels)
+    np.testing.assert_allclose(f(*GATES), gate_concat(*GATES), rtol=1e-6)
+    g = gc.compile(gate_concat, backend=L.LLVMBackend(partition=False))
+    assert any(body_selects(k.body) for k in g.lower(*GATES).program.kernels)
+    np.testing.assert_array_equal(f(*GATES), g(*GATES))
