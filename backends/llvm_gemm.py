@@ -294,7 +294,7 @@ def sgemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, m0: int, m1: int, bufs=No
 
 
 # ---- use in the backend: a matmul kernel = GEMM + its elementwise epilogue ----------------------
-MIN_M, MIN_N, MIN_WORK = 16, 16, 1 << 18   # below: the loop kernel (packing would not pay)
+MIN_M, MIN_N, MIN_WORK = 4, 8, 1 << 18   # below: the loop kernel (packing would not pay)
 THREAD_WORK = 1 << 22  # multiply-adds per thread below which a GEMM stays on fewer threads
                        # (a thread hand-off can cost ~1 ms on a loaded machine)
 
@@ -389,13 +389,13 @@ def plan(node, kernel: K.Kernel):
     if va is None or vb is None:
         return None
     M, KK, N = a.shape[-2], a.shape[-1], b.shape[-1]
-    if M < MIN_M or N < MIN_N or KK < 1 or M * N * KK < MIN_WORK:
-        return None
+    batch = tuple(mm.shape[:-2])
+    nb = int(np.prod(batch, dtype=np.int64))
+    if M < MIN_M or N < MIN_N or KK < 1 or nb * M * N * KK < MIN_WORK:
+        return None  # (a batch of small products counts whole: a conv's weight gradient)
     epi = _split(kernel)
     if epi is False:
         return None
-    batch = tuple(mm.shape[:-2])
-    nb = int(np.prod(batch, dtype=np.int64))
 
     def offsets(view):  # per output batch: the element offset of its (rows x cols) matrix
         _, off, shape, strides = view

@@ -8,7 +8,10 @@ The rule set (every decision is logged with the rule that made it):
      that reads them, for free.
   F3 an elementwise op (pad and concat count as elementwise: a select of reads) with one
      consuming kernel joins it (saves writing and re-reading it), if that kernel reads it
-     elementwise or reduces it (not as a matmul operand).
+     elementwise or reduces it (not as a matmul operand), except a computed value of at
+     least UPSAMPLE_MIN_ELEMENTS that the kernel reads at twice its size or more (max-pool's
+     backward reads each pooled gradient 4 times: fused, its whole producer chain would run
+     4 times per element).
   F4 an elementwise op read by k kernels is recomputed in each when that moves fewer bytes
      than materialising it: k * bytes(inputs) <= (k + 1) * bytes(output), and each kernel
      has recomputed fewer than RECOMPUTE_MAX_OPS ops; otherwise it is materialised.
@@ -35,6 +38,7 @@ INDEXING = VIEWS | {Op.PAD, Op.CONCAT}  # ops that only choose which element to 
 CONTRACTIONS = REDUCE | {Op.MATMUL}
 INLINE_CONST_ELEMENTS = 16      # constants up to this size are copied into kernel bodies
 RECOMPUTE_MAX_OPS = 8
+UPSAMPLE_MIN_ELEMENTS = 4096    # F3: a computed value this big is not recomputed per upsampled read
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,12 @@ def plan(graph: Graph) -> tuple[set[int], dict[int, set[int]], list[Decision]]:
                               f"materialised inputs")
             elif n.op is Op.RAND and any(u.shape != n.shape for u in us):
                 root(n, "F3", "random numbers are generated at their own shape")
+            elif (len(ks) == 1 and n.type.size >= UPSAMPLE_MIN_ELEMENTS
+                  and by_id[next(iter(ks))].type.size >= 2 * n.type.size
+                  and any(i.op not in (Op.INPUT, Op.CONST) for i in n.inputs)):
+                ratio = by_id[next(iter(ks))].type.size / n.type.size
+                root(n, "F3", f"its kernel computes {ratio:.1f}x as many elements: "
+                              f"fused, it would be recomputed for each (an upsampling)")
             elif len(ks) == 1:
                 join(n, ks, "F3", f"one consuming kernel: saves writing and re-reading "
                                   f"{n.type.nbytes} bytes")

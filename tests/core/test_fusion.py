@@ -316,6 +316,28 @@ def test_recompute_versus_materialise():
     assert "F4" in ks[0].attrs["reason"]
 
 
+def test_upsampled_read_materialises_its_producer():
+    # F3: a computed value read by one kernel at 4x its size (max-pool's backward pattern:
+    # each element feeds a 2x2 block) gets its own kernel when it has at least
+    # UPSAMPLE_MIN_ELEMENTS elements; a small one stays fused (recomputing it is cheap)
+    from graphc.passes.fusion import UPSAMPLE_MIN_ELEMENTS
+
+    def upsample(a, b):
+        t = gc.tanh(a) * gc.exp(b)              # the producer: computed, not an input
+        n, m = t.shape
+        up = gc.broadcast_to(gc.reshape(t, (n, 1, m, 1)), (n, 2, m, 2))
+        return gc.reshape(up, (2 * n, 2 * m)) * 3.0
+
+    big = rng.standard_normal((64, 64)).astype(np.float32)
+    assert big.size >= UPSAMPLE_MIN_ELEMENTS
+    ks = check_fused(lower(upsample, big, big), (big, big))
+    assert [k.attrs["kind"] for k in ks] == ["elementwise", "elementwise"]
+    assert "upsampling" in ks[0].attrs["reason"] and ks[0].shape == (64, 64)
+    small = big[:8, :8].copy()
+    ks = check_fused(lower(upsample, small, small), (small, small))
+    assert len(ks) == 1
+
+
 def test_fusion_off_keeps_one_op_per_node():
     e = lower(softmax, X, passes="-fusion")
     assert "fused" not in e.stages and "scheduled" not in e.stages
