@@ -43,22 +43,56 @@ def test_f32_math_ulp_against_numpy(op):
     assert np.array_equal(np.signbit(got), np.signbit(want)) or op == "log"
 
 
-@pytest.mark.parametrize("op", sorted(MAX_ULP))
-def test_f32_math_vectorises(op):
-    x = np.ones(4096, np.float32)
-    prog = gc.compile(getattr(gc, op), backend="llvm").lower(x).program
+def _optimized_ir(fn, *args, monkeypatch=None) -> str:
+    """The optimised LLVM IR of fn's program (compiled in memory: a disk-cache hit from
+    another process has no IR to show)."""
+    prog = gc.compile(fn, backend="llvm").lower(*args).program
     ir = L.optimized_ir(prog.module_text)
-    if ir is None:  # loaded from the disk cache in another process: recompile in memory
+    if ir is None:
         L.clear_memory_cache()
-        import os
-        os.environ["GRAPHC_CACHE_DIR"] = "off"
-        try:
-            prog = gc.compile(getattr(gc, op), backend="llvm").lower(x).program
-        finally:
-            del os.environ["GRAPHC_CACHE_DIR"]
+        monkeypatch.setenv("GRAPHC_CACHE_DIR", "off")
+        prog = gc.compile(fn, backend="llvm").lower(*args).program
         ir = L.optimized_ir(prog.module_text)
+    return ir
+
+
+@pytest.mark.parametrize("op", sorted(MAX_ULP))
+def test_f32_math_vectorises(op, monkeypatch):
+    ir = _optimized_ir(getattr(gc, op), np.ones(4096, np.float32), monkeypatch=monkeypatch)
     assert "x float>" in ir
     assert "call float @" + op not in ir and "@llvm.exp" not in ir and "@llvm.log" not in ir
+
+
+def _softmax(x):
+    e = gc.exp(x - gc.max(x, axis=1, keepdims=True))
+    return e / gc.sum(e, axis=1, keepdims=True)
+
+
+def test_float_reductions_vectorise(monkeypatch):
+    # a sum's add carries `reassoc` and a max is llvm.maximum, so the reduce loops (and the
+    # exp inside them) run in vector lanes
+    ir = _optimized_ir(_softmax, np.ones((64, 1024), np.float32), monkeypatch=monkeypatch)
+    assert "fadd reassoc <8 x float>" in ir or "fadd reassoc <16 x float>" in ir, ir[:2000]
+    assert "@llvm.maximum.v8f32" in ir or "@llvm.maximum.v16f32" in ir
+
+
+def test_vectorised_reductions_keep_numpy_semantics():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((7, 1001)).astype(np.float32) * 10
+    x[1, 500] = np.nan            # max and sum propagate nan
+    x[2, :] = -np.inf             # max of -inf is -inf; sum is -inf
+    x[3, 17] = np.inf
+    x[4, :] = -0.0
+    f = gc.compile(lambda x: (gc.max(x, axis=1), gc.sum(x, axis=1), gc.min(x, axis=1)),
+                   backend="llvm")
+    mx, sm, mn = f(x)
+    np.testing.assert_array_equal(mx, np.max(x, axis=1))
+    np.testing.assert_array_equal(mn, np.min(x, axis=1))
+    np.testing.assert_allclose(sm, np.sum(x, axis=1, dtype=np.float64).astype(np.float32),
+                               rtol=1e-5, atol=1e-3)
+    got = gc.compile(_softmax, backend="llvm")(x[5:])
+    want = np.exp(x[5:] - x[5:].max(1, keepdims=True))
+    np.testing.assert_allclose(got, want / want.sum(1, keepdims=True), rtol=1e-5, atol=1e-7)
 
 
 def test_f64_math_stays_exact():
