@@ -154,7 +154,7 @@ def _cast(g, x, src: DType, dst: DType):
 
 # ---- kernel IR -> one LLVM function ------------------------------------------------------------------
 class _Codegen:
-    def __init__(self, module, kernel: K.Kernel, fast_math: bool):
+    def __init__(self, module, kernel: K.Kernel, fast_math: bool, noalias: bool = False):
         from llvmlite import ir
         self.ir, self.module, self.k = ir, module, kernel
         self.fm = ("fast",) if fast_math else ()
@@ -166,6 +166,8 @@ class _Codegen:
         self.ptr = {b.name: a for b, a in zip(kernel.args, self.fn.args)}
         for b, a in zip(kernel.args, self.fn.args):
             a.name = b.name
+            if noalias:  # lets LLVM keep a matmul row in registers, drop runtime alias checks
+                a.add_attribute("noalias")
         self.start, self.end = self.fn.args[-2], self.fn.args[-1]
         self.start.name, self.end.name = "start", "end"
         for name, c in kernel.consts:  # small constants baked into the module
@@ -347,14 +349,16 @@ class _Codegen:
         return b.fmul(b.uitofp(b.lshr(bits, c(8)), t), self.const(2.0 ** -24, t))
 
 
-def build_module(kernels: list[K.Kernel], name: str = "graphc", fast_math: bool = False):
-    """One llvmlite ir.Module with a function per kernel."""
+def build_module(kernels: list[K.Kernel], name: str = "graphc", fast_math: bool = False,
+                 noalias: frozenset = frozenset()):
+    """One llvmlite ir.Module with a function per kernel; the kernels named in `noalias`
+    get `noalias` pointer arguments (their output shares no memory with their inputs)."""
     from llvmlite import ir
     module = ir.Module(name=name)
     module.triple = _target()[1]
     module.data_layout = _target()[2]
     for k in kernels:
-        _Codegen(module, k, fast_math).build()
+        _Codegen(module, k, fast_math, k.name in noalias).build()
     return module
 
 
@@ -412,6 +416,23 @@ def optimized_ir(module_text: str, opt: int = 3, unroll: bool | None = None) -> 
 
 
 # ---- runtime ------------------------------------------------------------------------------------------
+def _arena_range(n: Node):
+    """(start, end) bytes of n's result in the call's arena; None outside it (graph inputs,
+    constants, view copies and unplanned results have buffers of their own)."""
+    off = n.attrs.get("buffer", -1) if n.op is Op.FUSED and n.attrs["kind"] != "view" else -1
+    return (off, off + n.type.nbytes) if off >= 0 else None
+
+
+def _separate(n: Node) -> bool:
+    """True when kernel n's output overlaps none of its inputs in memory (not written in
+    place over a dying input by the memory plan): then its pointers may be `noalias`."""
+    out = _arena_range(n)
+    if out is None:
+        return True
+    return all(r is None or r[1] <= out[0] or out[1] <= r[0]
+               for r in map(_arena_range, n.inputs))
+
+
 def _pool():
     if not _POOL:
         _POOL.append(ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
@@ -567,7 +588,8 @@ class LLVMBackend:
 
     def render(self, graph: Graph, nodes, kernels) -> tuple[str, str]:
         """(the LLVM module text, .source: that text annotated with the kernel IR and nodes)."""
-        module = build_module(kernels, graph.name, self.fast_math)
+        separate = frozenset(k.name for n, k in zip(nodes, kernels) if _separate(n))
+        module = build_module(kernels, graph.name, self.fast_math, separate)
         text = str(module)
         src = text
         for k in kernels:

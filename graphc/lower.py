@@ -264,19 +264,33 @@ class _Lowerer:
         zero = K.Lit(_init(Op.MATMUL, mm.dtype), mm.dtype)
         M, N, KK = root.shape[-2], root.shape[-1], a.shape[-1]
         bi, bk, bj = _tile(M, 16), _tile(KK, 128), _tile(N, 256)
+        nbatch = int(np.prod(root.shape[:-2], dtype=np.int64))
+        # one row block in all (an inference batch of 1: a matrix-vector product): the
+        # parallel loop runs over column blocks instead, so the threads share the work
+        by_cols = nbatch * (M // bi) < 2 and _tile(N, 64) < N
+        if by_cols:
+            bj = _tile(N, 64)
 
-        def block(outer):  # outer = batch... + [row block]
+        def block(outer):  # outer = [column block] + batch... + [row block]
+            jb0 = outer[0] if by_cols else None
+            outer = outer[1:] if by_cols else outer
             batch = list(outer[:-1])
             row = lambda ii: K.add(K.mul(outer[-1], bi), ii)  # noqa: E731
             at = lambda ii, j: self.flat(batch + [row(ii), j], root.shape)  # noqa: E731
+            col = (lambda jv: K.add(K.mul(jb0, bj), jv)) if by_cols else (lambda jv: jv)
+            width = bj if by_cols else N
 
             def nest(prefixes, shape, inner):
                 for s in self.loops(prefixes, shape, inner)[0]:
                     self.emit(s)
-            nest("j", [bi, N], lambda v: self.emit(K.Store(out, at(*v), zero)))
+            nest("j", [bi, width], lambda v: self.emit(K.Store(out, at(v[0], col(v[1])), zero)))
 
             def tile(v):  # one (k block, j block) tile for every row of the row block
-                kb, jb, ii, kk = v
+                if by_cols:
+                    kb, ii, kk = v
+                    jb = jb0
+                else:
+                    kb, jb, ii, kk = v
                 i, k = row(ii), K.add(K.mul(kb, bk), kk)
                 va = self.value(a, self.bcast(batch, a.shape[:-2]) + [i, k])
                 if not isinstance(va, (K.Ref, K.Lit)):
@@ -290,15 +304,16 @@ class _Lowerer:
                     self.emit(K.Store(out, at(ii, j), K.Binary(
                         "add", K.Load(out, at(ii, j)), K.Binary("mul", va, vb))))
                 nest("j", [bj], inner)
-            nest("k", [KK // bk, N // bj, bi, bk], tile)
+            nest("k", [KK // bk, bi, bk] if by_cols else [KK // bk, N // bj, bi, bk], tile)
             if root is not mm:
                 def epilogue(v):
-                    idx = batch + [row(v[0]), v[1]]
+                    idx = batch + [row(v[0]), col(v[1])]
                     key = (id(mm), tuple(self.bcast(idx, mm.shape)))
-                    self.scopes[-1][1][key] = K.Load(out, at(*v))
-                    self.emit(K.Store(out, at(*v), self.value(root, idx)))
-                nest("j", [bi, N], epilogue)
-        return self.loops("i", root.shape[:-2] + (M // bi,), block, parallel=True)[0]
+                    self.scopes[-1][1][key] = K.Load(out, at(v[0], col(v[1])))
+                    self.emit(K.Store(out, at(v[0], col(v[1])), self.value(root, idx)))
+                nest("j", [bi, width], epilogue)
+        shape = ((N // bj,) if by_cols else ()) + root.shape[:-2] + (M // bi,)
+        return self.loops("i", shape, block, parallel=True)[0]
 
     def concat_parts(self, root: Node, out: K.Buffer, outer) -> None:
         """A root concat (axis > 0) as one loop nest per part, inside the parallel loop over

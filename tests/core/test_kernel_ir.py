@@ -223,3 +223,15 @@ def test_kernel_ir_op_names_cover_the_elementwise_ops():
     identity_or_cast = {Op.CAST} | {op for op in Op if op.value == "stop_gradient"}
     assert {op.value for op in UNARY - identity_or_cast} == K.UNARY_OPS
     assert {op.value for op in BINARY} == K.BINARY_OPS
+
+
+def test_matrix_vector_product_runs_in_parallel_over_column_blocks():
+    # one row (an inference batch of 1): the parallel loop is over column blocks, so the
+    # threads share the work; the evaluator checks every access stays in bounds
+    x = rng.standard_normal((1, 40))
+    w = rng.standard_normal((40, 192))
+    b = rng.standard_normal(192)
+    (k,) = check(lambda x, w, b: gc.tanh(x @ w + b), x, w, b, kinds=["matmul"])
+    assert k.parallel_extent == 3, str(k)
+    (k,) = check(lambda x, w: x @ w, rng.standard_normal((32, 40)), w)
+    assert k.parallel_extent == 2   # two row blocks of 16: in parallel over rows
