@@ -14,20 +14,17 @@ Beside this file: backends/llvm_math.py (float32 exp/log/tanh in IR, so loops ve
 backends/llvm_gemm.py (a packed 6x16 FMA GEMM that big float32 matmul kernels run on, their
 elementwise epilogue after it), backends/llvm_cache.py (compiled object code cached in memory
 and on disk, `$GRAPHC_CACHE_DIR` or ~/.cache/graphc; `program.compile_info` tells where the
-code came from and how long each phase took).
+code came from and how long each phase took), backends/llvm_runtime.py (calling the kernels:
+threads, the arena, argument addresses). Before code generation each kernel's loops are
+partitioned where a pad/concat bounds check changes (`graphc.kernel_sched.partition`).
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
-
-import numpy as np
 
 from graphc import kernel as K, kernel_sched
 from graphc.errors import BackendError, NoRuleError
-from graphc.interpret import check_args
 from graphc.ir import Graph, Node, register_internal_dir
 from graphc.lower import as_kernels, lower_kernel
 from graphc.ops import Op
@@ -38,8 +35,8 @@ register_internal_dir(__file__)
 from graphc.backends.llvm_cache import _MEMORY as _COMPILED  # noqa: E402  (key -> compiled module)
 from graphc.backends.llvm_math import F32 as F32_MATH  # noqa: E402
 
-PARALLEL_MIN_WORK = 1 << 16   # loop iterations (all levels) below which a kernel runs on one thread
-_POOL: list = []
+from graphc.backends.llvm_runtime import (  # noqa: E402,F401  (the runtime, re-exported)
+    PARALLEL_MIN_WORK, LLVMProgram, _pool, _separate, _Step)
 
 
 # ---- types and the op tables ------------------------------------------------------------------------
@@ -413,144 +410,6 @@ def optimized_ir(module_text: str, opt: int = 3, unroll: bool | None = None) -> 
         if text is not None:
             return text
     return None
-
-
-# ---- runtime ------------------------------------------------------------------------------------------
-def _arena_range(n: Node):
-    """(start, end) bytes of n's result in the call's arena; None outside it (graph inputs,
-    constants, view copies and unplanned results have buffers of their own)."""
-    off = n.attrs.get("buffer", -1) if n.op is Op.FUSED and n.attrs["kind"] != "view" else -1
-    return (off, off + n.type.nbytes) if off >= 0 else None
-
-
-def _separate(n: Node) -> bool:
-    """True when kernel n's output overlaps none of its inputs in memory (not written in
-    place over a dying input by the memory plan): then its pointers may be `noalias`."""
-    out = _arena_range(n)
-    if out is None:
-        return True
-    return all(r is None or r[1] <= out[0] or out[1] <= r[0]
-               for r in map(_arena_range, n.inputs))
-
-
-def _pool():
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
-                                        thread_name_prefix="graphc-llvm"))
-    return _POOL[0]
-
-
-def _work(body) -> int:
-    """Loop iterations of a statement list (all nesting levels), to decide on threading."""
-    total = 0
-    for s in body:
-        if isinstance(s, K.Loop):
-            total += s.extent * max(1, _work(s.body))
-    return total
-
-
-class _Step:
-    """One kernel call: where its arguments come from and where its result goes."""
-
-    def __init__(self, node: Node, kernel: K.Kernel | None, addr: int | None, threads: int,
-                 gemm=None):
-        self.node, self.kernel, self.gemm, self.threads = node, kernel, gemm, threads
-        buf = node.attrs.get("buffer", -1)
-        # view kernels copy (the plan lets them alias their source: we never write there)
-        self.offset = buf if node.attrs["kind"] != "view" else -1
-        if kernel is None:  # a GEMM without epilogue
-            self.fn, self.chunks = None, 0
-            return
-        nargs = len(kernel.args)
-        self.fn = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * nargs),
-                                   ctypes.c_int64, ctypes.c_int64)(addr)
-        self.extent = kernel.parallel_extent
-        self.looped = any(isinstance(st, K.Loop) and st.parallel for st in kernel.body)
-        big = _work(kernel.body) >= PARALLEL_MIN_WORK
-        self.chunks = min(threads, self.extent) if big and threads > 1 else 1
-
-    def run(self, ptrs: list[int]):
-        if self.gemm is not None:  # C = A @ B on the packed GEMM, then the epilogue in place
-            from graphc.backends import llvm_gemm
-            llvm_gemm.run(self.gemm, ptrs, self.threads, _pool)
-            if self.kernel is None:
-                return
-        if self.chunks <= 1:  # a kernel without an outer loop ignores the range
-            self.fn(*ptrs, 0, self.extent if self.looped else 1)
-            return
-        n, c = self.extent, self.chunks
-        bounds = [(n * t // c, n * (t + 1) // c) for t in range(c)]
-        futs = [_pool().submit(self.fn, *ptrs, lo, hi) for lo, hi in bounds[1:]]
-        self.fn(*ptrs, *bounds[0])
-        for f in futs:
-            f.result()
-
-
-class LLVMProgram:
-    """A compiled graph. Calling it checks the arguments (count, shape, dtype); inputs that
-    are not C-contiguous (e.g. a transposed array) are copied to contiguous memory first.
-    Intermediates live in one arena per call laid out by the `scheduled` stage's plan.
-
-    Every kernel argument's address is planned once, here, as (base, byte offset): base 0 is
-    the call's arena, then the inputs, then the buffers a call allocates (outputs outside the
-    arena, view copies), then the constants. A call then only adds integers per kernel
-    argument: building numpy views and asking each for `.ctypes.data` cost ~40 us per
-    kernel, more than W3's small LSTM kernels themselves (518 kernels per step)."""
-
-    def __init__(self, graph: Graph, steps: list[_Step], source: str, kernels: list[K.Kernel],
-                 module_text: str):
-        self.graph, self.steps, self.source = graph, steps, source
-        self.kernels, self.module_text = kernels, module_text
-        self.arena_bytes = max((s.offset + s.node.type.nbytes for s in steps if s.offset >= 0),
-                               default=0)
-        where: dict[int, tuple[int, int]] = {}   # node id -> (base, byte offset)
-        for k, n in enumerate(graph.inputs):
-            where[id(n)] = (1 + k, 0)
-        self.owned: list[Node] = []    # allocated per call
-        self.consts: list[np.ndarray] = []
-        nin = 1 + len(graph.inputs)
-        for s in steps:
-            for i in s.node.inputs:
-                if id(i) not in where:  # a constant kernel argument
-                    self.consts.append(np.ascontiguousarray(i.attrs["value"].array))
-                    where[id(i)] = (-len(self.consts), 0)
-            if s.offset >= 0:
-                where[id(s.node)] = (0, s.offset)
-            else:
-                self.owned.append(s.node)
-                where[id(s.node)] = (nin + len(self.owned) - 1, 0)
-        nbase = nin + len(self.owned)
-        # constants: negative bases count from the end of the per-call base list
-        fix = lambda b: (nbase + len(self.consts) + b) if b < 0 else b  # noqa: E731
-        self.where = {k: (fix(b), o) for k, (b, o) in where.items()}
-        self.args = [[self.where[id(i)] for i in s.node.inputs] + [self.where[id(s.node)]]
-                     for s in steps]
-        self.const_ptrs = [c.ctypes.data for c in self.consts]
-
-    def __call__(self, *arrays):
-        args = check_args(self.graph, arrays, stage="run (llvm)")
-        # (ascontiguousarray turns a 0-d array into shape (1,): keep the input's shape,
-        # an input may be returned as an output unchanged)
-        ins = [np.ascontiguousarray(a).reshape(a.shape) for a in args]
-        arena = np.empty(self.arena_bytes, np.uint8) if self.arena_bytes else None
-        owned = [np.empty(n.shape, n.dtype.np) for n in self.owned]
-        base = ([arena.ctypes.data if arena is not None else 0]
-                + [a.ctypes.data for a in ins] + [a.ctypes.data for a in owned]
-                + self.const_ptrs)
-        for s, spec in zip(self.steps, self.args):
-            s.run([base[b] + o for b, o in spec])
-
-        def value(n):
-            b, o = self.where[id(n)]
-            if b == 0:
-                return arena[o:o + n.type.nbytes].view(n.dtype.np).reshape(n.shape)
-            if b <= len(ins):
-                return np.array(ins[b - 1])  # an input returned as is: a copy, never aliased
-            if b <= len(ins) + len(owned):
-                return owned[b - 1 - len(ins)]
-            return np.array(n.attrs["value"].array)  # a constant: a copy too
-        return tuple(value(o) if id(o) in self.where else np.array(o.attrs["value"].array)
-                     for o in self.graph.outputs)
 
 
 class LLVMBackend:
