@@ -67,3 +67,25 @@ def assert_agrees(fn, args, backend, *, tol=None, grad: bool = False, argnums=No
                              "(no single kernel diverges; see the table)")
         pytest.fail("\n".join(lines), pytrace=False)
     return results
+
+
+def mlp_steps_match_numpy(backend, steps: int = 5):
+    """Chained SGD steps of examples/mlp.py on `backend` (each step's parameters feed the
+    next, so errors would compound) equal the numpy backend's."""
+    from pathlib import Path
+
+    import numpy as np
+
+    import graphc as gc
+    from graphc.cli import load_module
+    mlp = load_module(Path(__file__).resolve().parents[1] / "examples" / "mlp.py")
+    params, (x, y) = mlp.init_params(), mlp.make_data()
+    step_b = gc.compile(mlp.train_step, backend=backend)
+    step_n = gc.compile(mlp.train_step, backend="numpy")
+    pb, pn = params, params
+    for _ in range(steps):
+        vb, pb = step_b(pb, x, y)
+        vn, pn = step_n(pn, x, y)
+        np.testing.assert_allclose(vb, vn, rtol=1e-5)
+    for k in params:
+        np.testing.assert_allclose(pb[k], pn[k], rtol=1e-4, atol=1e-5)

@@ -6,7 +6,6 @@ examples/mlp.py's training step, build errors, device selection and the program 
 The backend is not registered yet: it is used as an object, gc.compile(fn, backend=BE)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from graphc.types import DType
 opencl = pytest.importorskip("graphc.backends.opencl")
 pytest.importorskip("pyopencl")
 from test_numpy_backend import CASES, _check_equal, _mlp  # noqa: E402
+from compare_helpers import mlp_steps_match_numpy  # noqa: E402
 
 BE = opencl.OpenCLBackend()
 if not BE.available()[0]:
@@ -152,22 +152,6 @@ def test_wrong_arguments_are_rejected_and_empty_arrays_work():
         prog(np.zeros((1, 3)), w)
     with pytest.raises(gc.SignatureError):
         prog(x, w.astype(np.float32))
-
-
-def test_mlp_example_train_step_matches_numpy():
-    spec = importlib.util.spec_from_file_location("mlp_example", ROOT / "examples" / "mlp.py")
-    mlp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mlp)
-    params, (x, y) = mlp.init_params(), mlp.make_data()
-    step_c = gc.compile(mlp.train_step, backend=BE)
-    step_n = gc.compile(mlp.train_step, backend="numpy")
-    pc, pn = params, params
-    for _ in range(5):
-        vc, pc = step_c(pc, x, y)
-        vn, pn = step_n(pn, x, y)
-        np.testing.assert_allclose(vc, vn, rtol=1e-5)
-    for k in params:
-        np.testing.assert_allclose(pc[k], pn[k], rtol=1e-4, atol=1e-5)
 
 
 # ---- source, build errors, devices, cache -------------------------------------------------------------
@@ -341,4 +325,4 @@ def test_grouped_reductions_keep_the_mlp_train_step(monkeypatch, grouped_on):
     """Every eligible reduce kernel of the MLP step as a work-group reduction still matches."""
     monkeypatch.setattr(opencl.OpenCLRenderer, "wg_min_extent", 1)
     monkeypatch.setattr(opencl.OpenCLRenderer, "wg_min_ratio", 1)
-    test_mlp_example_train_step_matches_numpy()
+    mlp_steps_match_numpy(BE)

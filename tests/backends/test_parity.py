@@ -22,7 +22,7 @@ from graphc import tolerances as T
 from graphc.cli import load_module
 from graphc.ops import Op
 
-from compare_helpers import BACKENDS, assert_agrees, skip_without_float64
+from compare_helpers import BACKENDS, assert_agrees, mlp_steps_match_numpy, skip_without_float64
 
 ROOT = Path(__file__).resolve().parents[2]
 F32, F64, I32, I64 = np.float32, np.float64, np.int32, np.int64
@@ -226,3 +226,8 @@ def test_example_models_match_reference(path, backend):
                             pytrace=False)
     if no_fp64:
         pytest.skip(f"{backend} declares no float64: not run: {', '.join(no_fp64)}")
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "numpy"])
+def test_mlp_training_steps_match_numpy(backend):
+    mlp_steps_match_numpy(backend)

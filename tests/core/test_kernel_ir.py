@@ -19,8 +19,9 @@ from graphc.printer import node_names
 from graphc.types import DType
 
 
-def run_kernels(graph, *args):
-    """Run an optimized graph kernel by kernel with the kernel-IR evaluator."""
+def run_kernels(graph, *args, with_inputs=False):
+    """Run an optimized graph kernel by kernel with the kernel-IR evaluator: (outputs,
+    kernels), or (outputs, [(kernel, its input arrays)]) with `with_inputs`."""
     graph = as_kernels(graph)
     names = node_names(graph)
     env = {id(n): np.asarray(a) for n, a in zip(graph.inputs, args)}
@@ -30,8 +31,9 @@ def run_kernels(graph, *args):
             env[id(n)] = n.attrs["value"].array
         elif n.op is Op.FUSED:
             k = lower_kernel(n, names)
-            kernels.append(k)
-            env[id(n)] = K.evaluate(k, *(env[id(i)] for i in n.inputs))
+            ins = [env[id(i)] for i in n.inputs]
+            kernels.append((k, ins) if with_inputs else k)
+            env[id(n)] = K.evaluate(k, *ins)
     return tuple(env[id(o)] for o in graph.outputs), kernels
 
 

@@ -8,30 +8,17 @@ import pytest
 
 import graphc as gc
 from graphc import kernel as K, kernel_sched as S
-from graphc.lower import as_kernels, lower_kernel
-from graphc.ops import Op
 from graphc.pipeline import run_pipeline
-from graphc.printer import node_names
+
+from test_kernel_ir import run_kernels
 
 rng = np.random.default_rng(0)
 
 
 def kernels_of(fn, *args):
-    """(kernel, its input arrays) for every fused kernel of fn's optimized graph, inputs
-    computed by the evaluator, in order."""
-    g = as_kernels(run_pipeline(gc.trace(fn, *args))["optimized"])
-    names = node_names(g)
-    env = {id(n): np.asarray(a) for n, a in zip(g.inputs, args)}
-    out = []
-    for n in g.nodes:
-        if n.op is Op.CONST:
-            env[id(n)] = n.attrs["value"].array
-        elif n.op is Op.FUSED:
-            k = lower_kernel(n, names)
-            ins = [env[id(i)] for i in n.inputs]
-            env[id(n)] = K.evaluate(k, *ins)
-            out.append((k, ins))
-    return out
+    """(kernel, its input arrays) for every fused kernel of fn's optimized graph, in order."""
+    return run_kernels(run_pipeline(gc.trace(fn, *args))["optimized"], *args,
+                       with_inputs=True)[1]
 
 
 def same(k1, k2, ins):
