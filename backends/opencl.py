@@ -3,24 +3,27 @@ rendered as OpenCL C 1.2 text, built with pyopencl for one device and run there.
 
     kernel IR --(OpenCLRenderer)--> OpenCL C --(build, cached)--> cl.Program --(queue)--> run
 
-Parallel mapping (first version): one work-item per iteration of the outermost (parallel)
-loop; when the loops over the output shape form a perfect nest and no kernel reads its own
-output, they are flattened into one global id (one work-item per output element). Inner
-loops (reductions, the k loop of a matmul) run sequentially inside the work-item. A kernel
-without a parallel loop (a scalar result) runs as a single work-item, except a reduction
-with few outputs and a long reduced extent (a full reduction to a scalar): that runs one
-work-group per output element, a strided partial per work-item, then a tree reduction in
-__local memory (`OpenCLRenderer.grouped`).
+Parallel mapping: one work-item per iteration of the outermost (parallel) loop; when the
+loops over the output shape form a perfect nest and no kernel reads its own output, they are
+flattened into one global id (one work-item per output element). Inner loops (reductions)
+run sequentially inside the work-item. A kernel without a parallel loop (a scalar result)
+runs as a single work-item. Three kinds of kernel map differently, sized within the
+device's limits (`Limits`: work-group size, local memory, SIMD width; `limit_overrides`):
+  - a reduction with few outputs and a long reduced extent runs one work-group per output
+    element, partials combined in __local memory (`group_reductions`; opencl_reduce.py);
+  - a matmul computes a block of outputs per work-item, with A and B tiles in __local
+    memory on GPUs (`matmul`; opencl_matmul.py);
+  - an elementwise float kernel runs W elements per work-item on vector types (`vectors`;
+    opencl_vector.py).
 
-Memory: the Program keeps every buffer on the device between calls: the intermediate arena
-(laid out by the `scheduled` stage's plan), graph constants (uploaded once), one buffer per
-input (written each call) and per output (read back each call). Keeping training state on
-the device between calls is a later step: `OpenCLProgram.device_buffers` maps graph nodes to
-their cl.Buffers, so a step whose parameter outputs feed its parameter inputs can bind the
-output buffer of one call as the input buffer of the next instead of copying.
+Memory: the Program keeps its buffers on the device between calls (the arena laid out by the
+`scheduled` stage's plan, constants, inputs, outputs); it takes `OpenCLArray`s as arguments and
+returns them with `device_outputs=True`, so a training step's state stays on the device
+(`graphc.backends.opencl_program`; `TRANSFERS` counts host <-> device bytes).
 
-The renderer (kernel IR -> OpenCL C) is `graphc.backends.opencl_render`; this module selects the
-device, builds and caches programs and runs them. `OpenCLRenderer` is re-exported here.
+The renderer (kernel IR -> OpenCL C) is `graphc.backends.opencl_render`; running a compiled
+graph is `graphc.backends.opencl_program`; this module selects the device, builds and caches
+programs. `OpenCLRenderer`, `OpenCLProgram`, `OpenCLArray` are re-exported here.
 
 pyopencl is imported inside functions only, so `import graphc.backends` stays light.
 """
@@ -30,17 +33,16 @@ import hashlib
 import math
 import os
 import threading
-
-import numpy as np
+from dataclasses import replace
 
 from graphc import kernel as K
 from graphc.errors import BackendError
-from graphc.interpret import check_args
 from graphc.ir import Graph, Node, register_internal_dir
-from graphc.ops import Op
 
-from graphc.backends.opencl_render import STAGE, OpenCLRenderer
-from graphc.backends.runtime import arena_bytes, arena_offset, cache_dir, host_outputs, kernel_nodes
+from graphc.backends.opencl_program import (  # noqa: F401  (re-exported)
+    TRANSFERS, OpenCLArray, OpenCLProgram, to_device)
+from graphc.backends.opencl_render import STAGE, Launch, Limits, OpenCLRenderer
+from graphc.backends.runtime import cache_dir, kernel_nodes
 
 register_internal_dir(__file__)
 
@@ -189,94 +191,20 @@ class OpenCLCompiler:
 
 # ---- run -------------------------------------------------------------------------------------------------
 class _Step:
-    """One kernel launch: its cl.Kernel, global and local size, argument nodes."""
+    """One kernel launch: its cl.Kernel, global and local size (a `Launch`, chosen by the
+    renderer within the device's limits), argument nodes."""
 
-    def __init__(self, node: Node, kernel: K.Kernel, clk, launch: tuple, device):
-        loops, wg = launch   # wg: work-items per work-group of a grouped reduction, else 0
+    def __init__(self, node: Node, kernel: K.Kernel, clk, launch: Launch, device):
         self.node, self.kernel, self.clk = node, kernel, clk
-        n = math.prod(lp.extent for lp in loops) if loops else 1
-        self.empty = n == 0 or node.type.size == 0
-        import pyopencl as cl
-        if wg:   # one work-group per output element, its size fixed by the source
+        self.empty = launch.empty or node.type.size == 0
+        self.global_, self.local = launch.global_size, launch.local_size
+        if launch.required and not self.empty:   # the source fixes the work-group size
+            import pyopencl as cl
             limit = clk.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, device)
-            if limit < wg:
-                raise BackendError(f"kernel {kernel.name} needs work-groups of {wg} work-items;"
-                                   f" {device.name.strip()} allows {limit} for it", stage=STAGE)
-            self.local, self.global_ = (wg,), (max(n, 1) * wg,)
-        elif device.type & cl.device_type.GPU and n > 1:
-            ls = min(256, device.max_work_group_size)
-            self.local = (ls,)
-            self.global_ = (-(-n // ls) * ls,)
-        else:
-            self.local, self.global_ = None, (max(n, 1),)   # the driver chooses (CPU)
-
-
-class OpenCLProgram:
-    """A compiled graph bound to a device. Calling it checks the arguments (count, shape,
-    dtype), uploads the inputs, enqueues every kernel and reads the outputs back. Buffers
-    live on the device for the Program's lifetime (`device_buffers`: node id -> cl.Buffer)."""
-
-    def __init__(self, backend, graph: Graph, nodes, kernels, source: str, prog, loops):
-        import pyopencl as cl
-        self.backend, self.graph, self.source, self.kernels = backend, graph, source, kernels
-        self.context, self.queue, self.device = backend.context, backend.queue, backend.device
-        self._lock = threading.Lock()
-        self.steps = [_Step(n, k, cl.Kernel(prog, k.name), lp, self.device)  # own args bound
-                      for n, k, lp in zip(nodes, kernels, loops)]
-        ctx, mf = self.context, cl.mem_flags
-        self.arena_bytes = arena_bytes(nodes)
-        self.arena = cl.Buffer(ctx, mf.READ_WRITE, max(self.arena_bytes, 1))
-        align = max(self.device.mem_base_addr_align // 8, 1)
-        self.device_buffers: dict[int, object] = {}
-        subs: dict[tuple[int, int], object] = {}
-        for n in nodes:
-            off, nbytes = arena_offset(n), max(n.type.nbytes, 1)
-            if off >= 0 and off % align == 0 and n.type.nbytes:
-                if (off, nbytes) not in subs:  # same region, same object (in-place kernels)
-                    subs[(off, nbytes)] = self.arena.get_sub_region(off, nbytes)
-                self.device_buffers[id(n)] = subs[(off, nbytes)]
-            else:  # its own buffer (not planned, a view, or misaligned for this device)
-                self.device_buffers[id(n)] = cl.Buffer(ctx, mf.READ_WRITE, nbytes)
-        for n in graph.inputs:
-            self.device_buffers[id(n)] = cl.Buffer(ctx, mf.READ_ONLY, max(n.type.nbytes, 1))
-        for n in nodes:
-            for i in n.inputs:
-                if id(i) not in self.device_buffers:   # a graph constant, uploaded once
-                    arr = np.ascontiguousarray(i.attrs["value"].array)
-                    self.device_buffers[id(i)] = (
-                        cl.Buffer(ctx, mf.READ_ONLY | mf.COPY_HOST_PTR, hostbuf=arr)
-                        if arr.nbytes else cl.Buffer(ctx, mf.READ_ONLY, 1))
-        for s in self.steps:
-            s.clk.set_args(*[self.device_buffers[id(i)] for i in s.node.inputs],
-                           self.device_buffers[id(s.node)])
-
-    def __call__(self, *arrays):
-        import pyopencl as cl
-        args = check_args(self.graph, arrays, stage="run (opencl)")
-        with self._lock:
-            q = self.queue
-            hosts = {}
-            for n, a in zip(self.graph.inputs, args):
-                a = np.ascontiguousarray(a).reshape(a.shape)
-                hosts[id(n)] = a
-                if a.nbytes:
-                    cl.enqueue_copy(q, self.device_buffers[id(n)], a, is_blocking=False)
-            for s in self.steps:
-                if not s.empty:
-                    cl.enqueue_nd_range_kernel(q, s.clk, s.global_, s.local)
-
-            def value(n):
-                if id(n) in hosts:
-                    return hosts[id(n)]
-                if n.op is not Op.FUSED:
-                    return None
-                out = np.empty(n.shape, n.dtype.np)
-                if out.nbytes:
-                    cl.enqueue_copy(q, out, self.device_buffers[id(n)], is_blocking=True)
-                return out
-            outs = host_outputs(self.graph, value)
-            q.finish()
-            return outs
+            if limit < math.prod(self.local):
+                raise BackendError(f"kernel {kernel.name} needs work-groups of {self.local} "
+                                   f"work-items; {device.name.strip()} allows {limit} for it",
+                                   stage=STAGE)
 
 
 class OpenCLBackend:
@@ -311,17 +239,47 @@ class OpenCLBackend:
 
     def lower(self, graph: Graph):
         """Like the LLVM backend, except that matmul kernels keep one accumulator per output
-        element (the k loop inside the work-item) instead of the CPU's row-blocked loop
-        order, which would leave one work-item per block of 16 rows."""
+        element (the k loop inside) instead of the CPU's row-blocked loop order, which would
+        leave one work-item per block of 16 rows: that form is what the renderer blocks
+        (`graphc.backends.opencl_matmul.match`), and what it runs with matmul="per-element"."""
         graph, nodes, kernels = kernel_nodes(graph)
         return graph, nodes, [_per_element(n, k) if k.kind == "matmul" else k
                               for n, k in zip(nodes, kernels)]
 
-    def render(self, graph: Graph, kernels) -> tuple[str, list]:
-        r = OpenCLRenderer(wg_size=self.wg_size)
+    def render(self, graph: Graph, kernels) -> tuple[str, list[Launch]]:
+        r = OpenCLRenderer(wg_size=self.wg_size, limits=self.limits, matmul=self.matmul,
+                           vectors=self.vectors)
         src = r.render(kernels, f" from graph {graph.name!r}")
-        return src, [(r.launch(k)[0], r.wg_size if r.grouped(k) is not None else 0)
-                     for k in kernels]
+        return src, [r.sizes(k) for k in kernels]
+
+    # How matmul kernels are blocked (`graphc.backends.opencl_matmul`): "local" (A and B tiles
+    # in __local memory), "registers" (register blocks only) or "per-element"; None: "local"
+    # on GPUs (the usual GPU GEMM), "registers" on CPUs, by this measurement on PoCL (2-core
+    # EPYC, AVX2; float32 square matmul in GFLOP/s, the W1 MLP training step in ms, medians
+    # of interleaved runs in one process):
+    #                   128    256    512   1024    W1 784-512-256-10 b128
+    #   per-element     1.4    1.4    1.0    0.5    299 ms
+    #   local           2.6    2.8    2.9    3.7    100 ms
+    #   registers      15.2   25.3   33.6   35.8     15 ms
+    # PoCL runs a work-group on one thread, so __local tiles are only copies (and barriers
+    # put the accumulators in memory); its vector types and caches do what tiles do on a GPU.
+    matmul: str | None = None
+    # Elementwise kernels on vector types where they qualify (`graphc.backends.opencl_vector`);
+    # measured on PoCL (as above, whole calls): W4 8-op chain on 4M floats 261 -> 45 ms, row
+    # softmax 4096x1024 162 -> 108 ms (its last kernel; the two reductions stay scalar).
+    vectors: bool = True
+    # Overrides of the device's limits (a dict of `Limits` fields), e.g. to check that a
+    # device with small work-groups or little local memory still gets correct kernels.
+    limit_overrides: dict | None = None
+
+    @property
+    def limits(self) -> Limits:
+        import pyopencl as cl
+        d = self.device
+        lim = Limits(gpu=bool(d.type & cl.device_type.GPU),
+                     max_work_group_size=d.max_work_group_size, local_mem_size=d.local_mem_size,
+                     vector_bytes=max(d.preferred_vector_width_float, 1) * 4)
+        return replace(lim, **(self.limit_overrides or {}))
 
     # Work-group reductions (local memory + barriers) pay off where a work-group runs in
     # parallel, on GPUs. PoCL runs a whole work-group on one CPU thread: measured 3x slower
@@ -344,9 +302,9 @@ class OpenCLBackend:
     def compile(self, graph: Graph) -> OpenCLProgram:
         dev = self.device
         graph, nodes, kernels = self.lower(graph)
-        source, loops = self.render(graph, kernels)
+        source, launches = self.render(graph, kernels)
         if "cl_khr_fp64" not in dev.extensions and "cl_khr_fp64" in source:
             raise BackendError(f"{dev.name.strip()} has no float64 (cl_khr_fp64); use float32",
                                stage=STAGE)
         prog = self.compiler.compile(source) if kernels else None
-        return OpenCLProgram(self, graph, nodes, kernels, source, prog, loops)
+        return OpenCLProgram(self, graph, nodes, kernels, source, prog, launches)

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from graphc.backend import ReferenceBackend
+from graphc.device import DeviceArray
 from graphc.errors import GraphcError, SignatureError
 from graphc.ir import Graph, apply, input_node, register_internal_dir
 from graphc.ops import Op
@@ -44,7 +45,7 @@ def _arg_names(fn, n: int) -> list[str]:
 def _leaf_input(x, name: str, role: str = "input") -> Tensor:
     if type(x) is float:  # Python floats are weak (np.float64 is a float subclass: not weak)
         return Tensor(input_node(name, (), DType.float64, role), weak=True)
-    a = np.asarray(x)
+    a = x if isinstance(x, DeviceArray) else np.asarray(x)  # no copy: shape and dtype suffice
     try:
         dt = DType.of(a)
     except TypeError as e:
@@ -208,7 +209,7 @@ def _signature(leaves, tree) -> tuple:
         if type(x) is float:
             sig.append("float")
         else:
-            a = x if isinstance(x, np.ndarray) else np.asarray(x)
+            a = x if isinstance(x, (np.ndarray, DeviceArray)) else np.asarray(x)
             sig.append((a.shape, a.dtype.str))
     return (tree, tuple(sig))
 
@@ -218,9 +219,10 @@ class Compiled:
     per input signature (shapes, dtypes, static Python values), then cached."""
 
     def __init__(self, fn: Callable, backend="numpy", passes: str | None = None,
-                 donate_argnums: tuple[int, ...] = ()):
+                 donate_argnums: tuple[int, ...] = (), device_outputs: bool = False):
         self.fn = fn
         self.donate_argnums = tuple(donate_argnums)
+        self.device_outputs = device_outputs
         self.backend = get_backend(backend)
         self.passes = passes
         parse_passes(passes)  # a bad spec fails here, not at the first call
@@ -254,9 +256,13 @@ class Compiled:
         if any(isinstance(x, Tensor) for x in leaves):  # inside another trace: inline it
             return self.fn(*args)
         entry = self._lower(_signature(leaves, tree), args)
-        arrays = [np.asarray(x, dtype=np.float64) if type(x) is float else np.asarray(x)
+        # a program with device memory takes device arrays where they are; others get numpy
+        device = getattr(entry.program, "device_memory", False)
+        arrays = [np.asarray(x, dtype=np.float64) if type(x) is float else
+                  x if device and isinstance(x, DeviceArray) else np.asarray(x)
                   for x in leaves]
-        outs = entry.program(*arrays)
+        outs = (entry.program(*arrays, device_outputs=True) if device and self.device_outputs
+                else entry.program(*arrays))
         return pytree.unflatten(entry.traced.out_tree, list(outs))
 
     # ---- what the last call went through ----------------------------------------------------
@@ -289,7 +295,7 @@ class Compiled:
 
 
 def compile(fn: Callable, backend: str = "numpy", passes: str | None = None,
-            donate_argnums: tuple[int, ...] = ()) -> Compiled:
+            donate_argnums: tuple[int, ...] = (), device_outputs: bool = False) -> Compiled:
     """Compile `fn` for a backend (see `graphc.backends.names()`: "numpy", "llvm", ...).
 
     `passes` turns optimisation passes off by name, e.g. "-fusion,-cse" (see
@@ -297,6 +303,21 @@ def compile(fn: Callable, backend: str = "numpy", passes: str | None = None,
     `jax.jit`, hands the arrays of those arguments to the compiled function, which may
     overwrite them with results of the same type (an optimizer updating its parameters in
     place); don't use a donated array after the call.
+
+    `device_outputs=True` asks a backend with its own memory (opencl) to leave the results
+    there and return them as device arrays (`graphc.device.DeviceArray`): pass them to the
+    next call and they are read where they are, with no copy through the host;
+    `np.asarray(x)` or `float(x)` copies one down when you need it. A device array passed as
+    a donated argument is consumed (its memory goes to the call's results; using it again
+    raises). Backends without device memory (numpy, llvm) ignore the option and return numpy
+    arrays, and take device arrays by copying them down. For example, a training loop that
+    keeps its parameters on the device and copies only the loss down:
+
+        step = gc.compile(sgd_step, backend="opencl", donate_argnums=(0,), device_outputs=True)
+        for x, y in batches:
+            loss, params = step(params, x, y)  # params: OpenCLArrays from the second call on
+            print(float(loss))
+        params = {k: np.asarray(v) for k, v in params.items()}
 
     The result is called with numpy arrays (or pytrees of them) and returns numpy arrays
     (a tuple when fn returns several). It traces on the first call for each signature,
@@ -310,4 +331,4 @@ def compile(fn: Callable, backend: str = "numpy", passes: str | None = None,
     >>> list(f.stages)
     ['traced', 'simplified', 'fused', 'scheduled', 'optimized']
     """
-    return Compiled(fn, backend, passes, donate_argnums)
+    return Compiled(fn, backend, passes, donate_argnums, device_outputs)

@@ -16,8 +16,9 @@ _LEAF_TYPES: tuple = ()
 def is_leaf(x) -> bool:
     global _LEAF_TYPES
     if not _LEAF_TYPES:  # resolved once: the tracer module imports this one
+        from graphc.device import DeviceArray
         from graphc.frontends.tensor import Tensor
-        _LEAF_TYPES = (np.ndarray, np.generic, float, Tensor)
+        _LEAF_TYPES = (np.ndarray, np.generic, float, Tensor, DeviceArray)
     return isinstance(x, _LEAF_TYPES) and not isinstance(x, bool)
 
 

@@ -16,8 +16,11 @@ and a small `fit` loop with a progress bar, early stopping and best-checkpoint k
 `TrainStep` keeps the parameters, the buffers (BatchNorm statistics) and the optimizer state
 between calls and passes them to the compiled step itself, so the caller hands over only
 the batch; the learning rate and the dropout key are graph inputs, so a schedule or a new
-key never retraces. `step.compiled` is the `Compiled` function: draw its stages like any
-other (`gc.draw(step.compiled, stage="fused")`).
+key never retraces. On a backend with device memory (opencl) that state stays on the
+device as device arrays: per call only the batch, the learning rate and the key go up and
+the loss comes down; `step.params` and friends copy it down when read. `step.compiled` is
+the `Compiled` function: draw its stages like any other
+(`gc.draw(step.compiled, stage="fused")`).
 """
 from __future__ import annotations
 
@@ -29,8 +32,10 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from graphc.device import DeviceArray
 from graphc.errors import GraphcError
 from graphc.ir import register_internal_dir
+from graphc.frontends import pytree
 from graphc.frontends.api import compile as gc_compile, value_and_grad
 from graphc.frontends.nn.modules import Module, functional_call
 
@@ -39,10 +44,29 @@ register_internal_dir(__file__)
 __all__ = ["TrainStep", "StepResult", "History", "fit", "accuracy"]
 
 
-@dataclass
 class StepResult:
-    loss: float
-    output: np.ndarray
+    """One step's loss (a float) and the model's output on the batch. The output is copied
+    to the host only when read (`.output`, a numpy array), so a loop that does not look at
+    it moves no more than the loss from a device."""
+
+    def __init__(self, loss: float, output):
+        self.loss, self._output = loss, output
+
+    @property
+    def output(self) -> np.ndarray:
+        return np.asarray(self._output)
+
+    def __repr__(self) -> str:
+        return f"StepResult(loss={self.loss!r}, output={self.output!r})"
+
+
+def _host(tree):
+    """`tree` itself when it holds no device array (the numpy backend's arrays are the
+    state); else a copy with every device array as a numpy array."""
+    leaves = pytree.flatten(tree, with_paths=False)[0]
+    if not any(isinstance(x, DeviceArray) for x in leaves):
+        return tree
+    return pytree.tree_map(np.asarray, tree)
 
 
 def accuracy(output: np.ndarray, target: np.ndarray) -> float:
@@ -64,13 +88,17 @@ class TrainStep:
     `graphc.optim` optimizer. Call it with a batch: `step(x, y) -> StepResult`.
 
     - `step.lr`: the learning rate used by the next call (set it, or let `fit` apply a
-      schedule); `step.params` / `step.buffers` / `step.opt_state`: the carried state.
+      schedule); `step.params` / `step.buffers` / `step.opt_state`: the carried state, as
+      numpy arrays (on a device backend, read-only copies of the device arrays the step
+      keeps; assign a new dict to change the state).
     - `step.evaluate(x)`: the model's output in eval mode with the current parameters
       (compiled too); `step.sync()`: writes the parameters and buffers back into `model`.
+    - `device_state=False` keeps the state as numpy arrays between calls on a device backend
+      too (uploaded and read back every call; for comparison, see benchmarks/device_state.py).
     """
 
     def __init__(self, model: Module, loss_fn: Callable, optimizer, backend="numpy",
-                 passes: str | None = None, seed: int = 0):
+                 passes: str | None = None, seed: int = 0, device_state: bool = True):
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.params = {k: np.array(v) for k, v in model.param_dict().items()}
         self.buffers = {k: np.array(v) for k, v in model.buffer_dict().items()}
@@ -93,20 +121,30 @@ class TrainStep:
                                    return_buffers=False)
 
         # the step owns params, buffers and optimizer state: it donates them, so the
-        # update writes in place where the backend can (memory-plan rule M5)
+        # update writes in place where the backend can (memory-plan rule M5), and a device
+        # backend keeps them in device memory (device_state=False: numpy between calls)
         self.compiled = gc_compile(train_step, backend=backend, passes=passes,
-                                   donate_argnums=(0, 1, 2))
+                                   donate_argnums=(0, 1, 2), device_outputs=device_state)
         self.compiled_eval = gc_compile(eval_step, backend=backend, passes=passes)
+
+    # the state as the user sees it: numpy arrays (the step keeps device arrays, if any,
+    # in _params, _buffers, _opt_state)
+    params = property(lambda self: _host(self._params),
+                      lambda self, v: setattr(self, "_params", v))
+    buffers = property(lambda self: _host(self._buffers),
+                       lambda self, v: setattr(self, "_buffers", v))
+    opt_state = property(lambda self: _host(self._opt_state),
+                         lambda self, v: setattr(self, "_opt_state", v))
 
     def __call__(self, x, y) -> StepResult:
         key = np.int64(self.seed * 1_000_003 + self.steps)  # a new dropout mask every step
-        loss, out, self.params, self.buffers, self.opt_state = self.compiled(
-            self.params, self.buffers, self.opt_state, x, y, float(self.lr), key)
+        loss, out, self._params, self._buffers, self._opt_state = self.compiled(
+            self._params, self._buffers, self._opt_state, x, y, float(self.lr), key)
         self.steps += 1
         return StepResult(float(loss), out)
 
     def evaluate(self, x) -> np.ndarray:
-        return self.compiled_eval(self.params, self.buffers, x)
+        return self.compiled_eval(self._params, self._buffers, x)
 
     def sync(self) -> Module:
         """Copy the trained parameters and buffers back into the model; returns it."""

@@ -15,6 +15,10 @@ from graphc.ir import Graph
 
 
 class Program(Protocol):
+    """A compiled graph: called with the graph's inputs, returns its outputs. A program
+    with memory of its own (opencl) also sets `device_memory = True`: it then accepts
+    `graphc.device.DeviceArray` inputs where they are, and `program(*arrays,
+    device_outputs=True)` leaves its results there as device arrays."""
     source: str
 
     def __call__(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]: ...

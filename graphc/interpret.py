@@ -6,20 +6,29 @@ from typing import Sequence
 
 import numpy as np
 
+from graphc.device import DeviceArray
 from graphc.errors import GraphcError, SignatureError, VerifyError
 from graphc.ir import Graph
 from graphc.ops import OPS, Op
 from graphc.printer import format_node, node_names
 
 
-def check_args(graph: Graph, args: Sequence, stage: str = "run") -> list[np.ndarray]:
-    """Check the arguments against the graph's input types (count, shape, dtype)."""
+def check_args(graph: Graph, args: Sequence, stage: str = "run",
+               keep_device: bool = False) -> list:
+    """Check the arguments against the graph's input types (count, shape, dtype). A
+    `DeviceArray` is checked by its shape and dtype; with keep_device it is returned as is
+    (for a backend that reads it where it lives), else copied to a numpy array."""
     if len(args) != len(graph.inputs):
         raise SignatureError(f"{graph.name} takes {len(graph.inputs)} arguments, got {len(args)}",
                              stage=stage)
     out = []
     for n, a in zip(graph.inputs, args):
-        a = np.asarray(a)
+        if isinstance(a, DeviceArray):
+            a.check_alive(f"argument {n.attrs['name']!r}")
+            if not keep_device:
+                a = np.asarray(a)
+        else:
+            a = np.asarray(a)
         if a.shape != n.shape or a.dtype != n.dtype.np:
             raise SignatureError(
                 f"argument {n.attrs['name']!r} must be {n.type}, got "

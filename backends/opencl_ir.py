@@ -1,0 +1,91 @@
+"""Kernel IR helpers for the OpenCL renderers (`opencl_matmul`, `opencl_vector`): which loop
+variables a value reads, how an index moves with one of them, and the IR with loop variables
+replaced by index expressions (a block's row, a vector's lane) and Lets inlined."""
+from __future__ import annotations
+
+from dataclasses import fields, replace
+
+from graphc import kernel as K
+
+VALUES = (K.Load, K.Lit, K.Unary, K.Binary, K.Select, K.CastE, K.RandE, K.InBounds, K.AccRef,
+          K.Ref)
+
+
+def walk(v):
+    """`v` and every value inside it."""
+    yield v
+    for f in fields(v):
+        sub = getattr(v, f.name)
+        if isinstance(sub, VALUES):
+            yield from walk(sub)
+
+
+def subst_index(e, env: dict):
+    """Index `e` with loop variables replaced (env: name -> index expression), folded."""
+    if isinstance(e, K.Var):
+        return env.get(e.name, e)
+    if isinstance(e, K.Const):
+        return e
+    a, b = subst_index(e.a, env), subst_index(e.b, env)
+    if isinstance(e, K.Add):
+        return K.add(a, b)
+    if isinstance(e, K.Mul) and isinstance(b, K.Const):
+        return K.mul(a, b.value)
+    return type(e)(a, b)
+
+
+def subst(v, env: dict, lets: dict | None = None):
+    """`v` with loop variables replaced (env: name -> index expression) and Refs to `lets`
+    (name -> value) inlined."""
+    if isinstance(v, K.Ref) and lets and v.name in lets:
+        return subst(lets[v.name], env)
+    if isinstance(v, (K.Load, K.RandE)):
+        v = replace(v, index=subst_index(v.index, env))
+        return replace(v, key=subst(v.key, env, lets)) if isinstance(v, K.RandE) else v
+    if isinstance(v, K.InBounds):
+        return K.InBounds(tuple((subst_index(e, env), lo, hi) for e, lo, hi in v.checks))
+    if isinstance(v, K.Unary):
+        return K.Unary(v.op, subst(v.x, env, lets))
+    if isinstance(v, K.Binary):
+        return K.Binary(v.op, subst(v.a, env, lets), subst(v.b, env, lets))
+    if isinstance(v, K.Select):
+        return K.Select(*(subst(x, env, lets) for x in (v.cond, v.a, v.b)))
+    if isinstance(v, K.CastE):
+        return K.CastE(subst(v.x, env, lets), v.dtype)
+    return v   # Lit, AccRef, a Ref bound outside
+
+
+def index_vars(e) -> set:
+    """The loop variables index `e` reads."""
+    if isinstance(e, K.Var):
+        return {e.name}
+    if isinstance(e, K.Const):
+        return set()
+    return index_vars(e.a) | index_vars(e.b)
+
+
+def value_vars(v) -> set | None:
+    """The loop variables a value reads; None when it reads an accumulator, a Let or `out`."""
+    out = set()
+    for x in walk(v):
+        if isinstance(x, (K.AccRef, K.Ref)) or (isinstance(x, K.Load) and x.buffer.role == "out"):
+            return None
+        if isinstance(x, (K.Load, K.RandE)):
+            out |= index_vars(x.index)
+        if isinstance(x, K.InBounds):
+            for e, _, _ in x.checks:
+                out |= index_vars(e)
+    return out
+
+
+def stride(e, var: str):
+    """The coefficient of `var` in index `e` when e is affine in it, else None."""
+    terms = K._terms(e)
+    if any(t is not None and t != K.Var(var) and var in index_vars(t) for _, t in terms):
+        return None
+    return sum(c for c, t in terms if t == K.Var(var))
+
+
+def unit_stride(v, var: str) -> bool:
+    """Whether `v` is one load whose index moves by 1 when `var` does (contiguous in var)."""
+    return isinstance(v, K.Load) and stride(v.index, var) == 1
