@@ -1,26 +1,41 @@
-"""Workloads across implementations: the same step written by hand in NumPy, compiled by
-graphc for its numpy backend and for its llvm backend, timed in one process.
+"""Workloads across implementations, timed in one process: the same step written by hand in
+NumPy, compiled by graphc for its numpy, llvm and opencl backends, and, where installed,
+written in PyTorch (eager), JAX (jit) and tinygrad (on its OpenCL device).
 
-    python -m benchmarks llvm              # the full run (about 2-3 minutes)
-    python -m benchmarks llvm --quick      # tiny sizes, one round (what the test runs)
-    python -m benchmarks llvm --only=gemm  # workloads whose name contains "gemm"
+    python -m benchmarks llvm                     # the full run (5-10 minutes, see below)
+    python -m benchmarks llvm --quick             # tiny sizes, one round (what the test runs)
+    python -m benchmarks llvm --only=gemm         # workloads whose name contains "gemm"
+    python -m benchmarks llvm --impl=llvm,torch   # numpy by hand and these (default: all)
+
+Implementations (--impl names): numpy, llvm, opencl (graphc's backends; opencl runs on
+PoCL, the CPU, here), torch, jax, tinygrad (benchmarks/others*.py). A framework that does not
+import gets a row saying "not installed"; the run goes on.
 
 Workloads (float32):
   W1 mlp   training step 784-512-256-10, ReLU, softmax cross-entropy, batch 128 (fwd+bwd+SGD)
   W2 cnn   LeNet-style training step, 1x28x28 batch 64: conv 5x5 1->6 pad 2, ReLU, max-pool 2,
            conv 5x5 6->16, ReLU, max-pool 2, linear 400->120, ReLU, linear -> 10, softmax CE
   W3 lstm  training step, input 32, hidden 128, seq 32, batch 32, classify from the last h
+           (PyTorch: nn.LSTM with these weights mapped in; JAX: lax.scan)
   W4 ew    an 8-op elementwise chain on 4M floats; row softmax 4096x1024
   W5 infer MLP inference 784-512-256-10 at batch 1 and 256
   gemm     512, 1024, 2048 square matmul (GFLOP/s column)
 Then the first-call compile time of W1 on llvm with an empty disk cache and from the disk
 cache (the in-memory cache cleared in between).
 
-Implementations run interleaved (the order rotating each round), the table gives medians and
-the ratio to hand-written NumPy; each graphc result is checked against the hand-written one
-first. PyTorch/JAX rows would be added when importable (they are not installed here).
-NumPy's BLAS runs with its default threads; the llvm backend uses all cores. Run through
-`python -m benchmarks`, OPENBLAS_THREAD_TIMEOUT=4 is set before numpy loads (see
+Every implementation starts from the same arrays and its result (loss and updated
+parameters, or the output) is checked against the hand-written one before timing. Every
+timed call takes NumPy arrays and returns NumPy arrays, as a graphc call does: the
+frameworks' times include moving data in and the wait for the result. Implementations run
+interleaved, the table gives medians, the ratio to hand-written NumPy and a note when other
+processes used more than 0.2 cores while a row was measured (benchmarks/timing.py).
+The slow rows set the run's length: tinygrad's first W3 call (its code generation for the
+32 unrolled LSTM steps, forward and backward) took 1-3 minutes here and each replay 6-8 s;
+graphc's OpenCL backend and tinygrad build OpenCL programs on first use (cached on disk
+afterwards: graphc's in ~/.cache/graphc, PoCL's and tinygrad's in their own caches).
+
+NumPy's BLAS runs with its default threads; the llvm backend, PyTorch and XLA use all cores.
+Run through `python -m benchmarks`, OPENBLAS_THREAD_TIMEOUT=4 is set before numpy loads (see
 benchmarks/__main__.py: OpenBLAS threads spinning after a call otherwise steal a core from
 the implementation timed next).
 """
@@ -28,27 +43,30 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 import graphc as gc
+from benchmarks import others
 from benchmarks.passes import (_conv_bwd, _conv_fwd, _data, _init, mlp_numpy, mlp_step,
                                np_softmax_ce, relu, sgd, softmax_ce)
+from benchmarks.timing import BASE, CpuMeter, Row, format_table, time_workload
 
-IMPLS = ("numpy by hand", "graphc numpy", "graphc llvm")
+IMPLS = (BASE,) + tuple(others.IMPLS.values())  # every row label, in table order
 
 
 @dataclass
-class Row:
-    workload: str
-    impl: str
-    median_s: float
+class Problem:
+    name: str
+    kind: str           # which function the frameworks' modules write: mlp, cnn, lstm, ...
+    step: Callable      # graphc version (gc ops), compiled per backend
+    by_hand: Callable   # NumPy version, the baseline and the reference result
+    args: tuple         # NumPy arrays (parameter dicts first)
     flops: float | None = None
-    note: str = ""
 
 
 # ---- W1 / W5: MLP ------------------------------------------------------------------------------
@@ -63,8 +81,8 @@ def mlp_problem(q):
     sizes, batch = ([784, 512, 256, 10], 128) if not q else ([12, 8, 6, 3], 4)
     rng = np.random.default_rng(0)
     x, y = _data(rng, (batch, sizes[0]), sizes[-1])
-    return (f"W1 mlp train {'-'.join(map(str, sizes))} b{batch}", mlp_step, mlp_numpy,
-            (_mlp_params(rng, sizes), x, y), None)
+    return Problem(f"W1 mlp train {'-'.join(map(str, sizes))} b{batch}", "mlp", mlp_step,
+                   mlp_numpy, (_mlp_params(rng, sizes), x, y))
 
 
 def _mlp_fwd(params, x, xp=None):
@@ -84,8 +102,8 @@ def infer_problems(q):
     out = []
     for b in ((1, 256) if not q else (1, 4)):
         x = rng.standard_normal((b, sizes[0])).astype(np.float32)
-        out.append((f"W5 mlp infer b{b}", lambda p, x: _mlp_fwd(p, x),
-                    lambda p, x: _mlp_fwd(p, x, np), (p, x), None))
+        out.append(Problem(f"W5 mlp infer b{b}", "infer", lambda p, x: _mlp_fwd(p, x),
+                           lambda p, x: _mlp_fwd(p, x, np), (p, x)))
     return out
 
 
@@ -145,7 +163,7 @@ def cnn_problem(q):
          "W1": _init(rng, (flat, F1), flat), "b1": np.zeros(F1, np.float32) + 0.01,
          "W2": _init(rng, (F1, 10), F1), "b2": np.zeros(10, np.float32)}
     x, y = _data(rng, (N, 1, S, S), 10)
-    return f"W2 cnn train 1x{S}x{S} b{N}", cnn_step, cnn_numpy, (p, x, y), None
+    return Problem(f"W2 cnn train 1x{S}x{S} b{N}", "cnn", cnn_step, cnn_numpy, (p, x, y))
 
 
 # ---- W3: LSTM ----------------------------------------------------------------------------------
@@ -209,7 +227,8 @@ def lstm_problem(q):
          "bW": np.zeros(10, np.float32)}
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, B)]
-    return f"W3 lstm train T{T} b{B} i{I} h{H}", lstm_step, lstm_numpy, (p, x, y), None
+    return Problem(f"W3 lstm train T{T} b{B} i{I} h{H}", "lstm", lstm_step, lstm_numpy,
+                   (p, x, y))
 
 
 # ---- W4: elementwise chain, row softmax ----------------------------------------------------------
@@ -227,8 +246,9 @@ def ew_problems(q):
     n, (r, c) = (1 << 22, (4096, 1024)) if not q else (1000, (7, 33))
     x = rng.standard_normal(n).astype(np.float32)
     s = rng.standard_normal((r, c)).astype(np.float32)
-    return [(f"W4 8-op chain {n}", chain, lambda x: chain(x, np), (x,), None),
-            (f"W4 row softmax {r}x{c}", softmax, lambda x: softmax(x, np), (s,), None)]
+    return [Problem(f"W4 8-op chain {n}", "chain", chain, lambda x: chain(x, np), (x,)),
+            Problem(f"W4 row softmax {r}x{c}", "softmax", softmax, lambda x: softmax(x, np),
+                    (s,))]
 
 
 # ---- GEMM ----------------------------------------------------------------------------------------
@@ -237,51 +257,16 @@ def gemm_problems(q):
     out = []
     for n in ((512, 1024, 2048) if not q else (8, 17)):
         a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
-        out.append((f"gemm {n}", lambda a, b: a @ b, np.matmul, (a, b), 2.0 * n ** 3))
+        out.append(Problem(f"gemm {n}", "gemm", lambda a, b: a @ b, np.matmul, (a, b),
+                           2.0 * n ** 3))
     return out
 
 
-# ---- timing --------------------------------------------------------------------------------------
-def _leaves(x):
-    if isinstance(x, dict):
-        return [v for k in sorted(x) for v in _leaves(x[k])]
-    if isinstance(x, (tuple, list)):
-        return [v for e in x for v in _leaves(e)]
-    return [np.asarray(x)]
-
-
-def _check(got, want, what):
-    lg, lw = _leaves(got), _leaves(want)
-    assert len(lg) == len(lw), what
-    for a, b in zip(lg, lw):
-        scale = max(1.0, float(np.max(np.abs(b))) if b.size else 1.0)
-        np.testing.assert_allclose(a, b, rtol=2e-3, atol=2e-4 * scale, err_msg=what)
-
-
-def time_workload(name, step, by_hand, args, flops, budget_s, max_reps) -> list[Row]:
-    fns = {"numpy by hand": by_hand}
-    want = by_hand(*args)
-    for impl, be in (("graphc numpy", "numpy"), ("graphc llvm", "llvm")):
-        f = gc.compile(step, backend=be)
-        _check(f(*args), want, f"{name}: {impl} disagrees with numpy by hand")
-        fns[impl] = f
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    order, t_start, r = list(fns), time.perf_counter(), 0
-    while r < max_reps and (r < 3 or time.perf_counter() - t_start < budget_s):
-        k = r % len(order)
-        for impl in order[k:] + order[:k]:
-            t0 = time.perf_counter()
-            fns[impl](*args)
-            times[impl].append(time.perf_counter() - t0)
-        r += 1
-    return [Row(name, impl, statistics.median(ts), flops, f"{len(ts)} runs")
-            for impl, ts in times.items()]
-
-
+# ---- the run -----------------------------------------------------------------------------------
 def compile_times(q) -> list[tuple[str, float]]:
     """First call of W1 on llvm: with an empty disk cache, then from the disk cache only."""
     from graphc.backends import llvm as L
-    name, step, _, args, _ = mlp_problem(q)
+    w1 = mlp_problem(q)
     out = []
     old = os.environ.get("GRAPHC_CACHE_DIR")
     with tempfile.TemporaryDirectory() as d:
@@ -289,9 +274,9 @@ def compile_times(q) -> list[tuple[str, float]]:
         try:
             for label in ("cold (empty disk cache)", "warm (from disk cache)"):
                 L.clear_memory_cache()
-                f = gc.compile(step, backend="llvm")
+                f = gc.compile(w1.step, backend="llvm")
                 t0 = time.perf_counter()
-                f(*args)
+                f(*w1.args)
                 total = time.perf_counter() - t0
                 out.append((f"{label}: first call", total))
         finally:
@@ -302,18 +287,10 @@ def compile_times(q) -> list[tuple[str, float]]:
     return out
 
 
-def format_table(rows: list[Row]) -> str:
-    head = f"{'workload / implementation':<40}{'median':>11}{'vs numpy':>10}{'GFLOP/s':>9}  runs"
-    lines = [head, "-" * len(head)]
-    for w in dict.fromkeys(r.workload for r in rows):
-        rs = [r for r in rows if r.workload == w]
-        base = next(r.median_s for r in rs if r.impl == "numpy by hand")
-        lines.append(w)
-        for r in rs:
-            gf = f"{r.flops / r.median_s / 1e9:.1f}" if r.flops else ""
-            lines.append(f"  {r.impl:<38}{r.median_s * 1e3:>9.3f}ms{r.median_s / base:>9.2f}x"
-                         f"{gf:>9}  {r.note}")
-    return "\n".join(lines)
+
+def problems(q) -> list[Problem]:
+    return [mlp_problem(q), cnn_problem(q), lstm_problem(q), *ew_problems(q),
+            *infer_problems(q), *gemm_problems(q)]
 
 
 def main(argv=None, quick: bool = False) -> list[Row]:
@@ -321,23 +298,34 @@ def main(argv=None, quick: bool = False) -> list[Row]:
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one round")
     ap.add_argument("--only", default="", help="run the workloads whose name contains this")
+    ap.add_argument("--impl", default="all",
+                    help=f"comma-separated, from {','.join(others.IMPLS)} (default: all); "
+                         "numpy by hand always runs, as the baseline")
     args = ap.parse_args(argv if argv is not None else [])
     q = quick or args.quick
-    problems = [mlp_problem(q), cnn_problem(q), lstm_problem(q), *ew_problems(q),
-                *infer_problems(q), *gemm_problems(q)]
+    try:
+        impls = others.parse(args.impl)
+    except ValueError as e:
+        ap.error(str(e))
+    meter = CpuMeter()
     rows: list[Row] = []
-    for name, step, by_hand, ex, flops in problems:
-        if args.only and args.only not in name:
+    notes: dict[str, str] = {}
+    for p in problems(q):
+        if args.only and args.only not in p.name:
             continue
-        big = flops is not None and flops > 5e9
+        big = p.flops is not None and p.flops > 5e9
         budget, reps = (0.0, 1) if q else ((3.0, 5) if big else (6.0, 200))
-        rows += time_workload(name, step, by_hand, ex, flops, budget, reps)
-        print(format_table([r for r in rows if r.workload == name]).split("\n", 2)[2], flush=True)
+        new, notes[p.name] = time_workload(p, impls, budget, reps, meter, warmup=not q)
+        rows += new
+        print(format_table(new, header=False, notes=notes), flush=True)
     print(f"\nworkloads ({'quick' if q else 'medians'}; numpy {np.__version__}, "
           f"cpu count {os.cpu_count()}, "
-          f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')})")
-    print(format_table(rows))
-    if not args.only or "W1" in args.only:
+          f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}"
+          f"{'' if meter.works else '; no /proc: other processes not measured'})")
+    print(format_table(rows, notes=notes))
+    for impl in impls:
+        print("  " + others.describe(impl))
+    if "llvm" in impls and others.status("llvm") is None and (not args.only or "W1" in args.only):
         for label, s in compile_times(q):
             print(f"W1 llvm compile, {label}: {s:.3f}s")
     return rows

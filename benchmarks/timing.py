@@ -1,0 +1,170 @@
+"""Timing for `benchmarks.workloads`: implementations interleaved in one process, medians,
+the CPU other processes used meanwhile, and the table.
+
+Every implementation's result is checked against the hand-written NumPy once before it is
+timed. Then rounds run one call of each implementation, the order rotating each round, so
+drift in machine speed hits them alike. Each implementation has an equal share of the
+workload's budget: it leaves the rounds once it has three runs and runs x median reaches that
+share (the median, so that one call stalled by another process does not end its runs), or
+once its calls have used the whole budget: a slow one (seconds a call) is not repeated for
+minutes, and does not starve the fast ones of runs.
+
+Noise: `CpuMeter` reads the machine's busy time (/proc/stat) and this process's own
+(/proc/self/stat: all its threads, and children it waited for); the difference is what other
+processes ran. Both count 10 ms ticks, so a window is only read when it is long enough
+(MIN_WINDOW_S): the workload's whole timing window gives the note on its heading line, and
+a row's own calls (the meter read around each one and summed) give the note on the row. A
+note is printed when others used more than NOISY_CORES cores on average. --quick's single
+round is too short to say anything.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from benchmarks import others
+
+BASE = "numpy by hand"
+NOISY_CORES = 0.2
+MIN_WINDOW_S = 0.5  # 50 ticks: a reading within a few percent of a core
+
+
+@dataclass
+class Row:
+    workload: str
+    impl: str
+    median_s: float | None  # None: not run (see note)
+    flops: float | None = None
+    note: str = ""
+
+
+class CpuMeter:
+    """CPU seconds used by processes other than this one (Linux /proc; elsewhere nothing)."""
+
+    def __init__(self, stat="/proc/stat", self_stat="/proc/self/stat"):
+        try:
+            self._fds = (os.open(stat, os.O_RDONLY), os.open(self_stat, os.O_RDONLY))
+            self.hz = os.sysconf("SC_CLK_TCK")
+            self.ticks()
+        except (OSError, ValueError, IndexError):
+            self._fds = None
+
+    @property
+    def works(self) -> bool:
+        return self._fds is not None
+
+    def ticks(self) -> int:
+        """Busy ticks of the whole machine minus this process's (0 without /proc)."""
+        if self._fds is None:
+            return 0
+        cpu = [int(v) for v in os.pread(self._fds[0], 256, 0).split(b"\n", 1)[0].split()[1:9]]
+        # user nice system idle iowait irq softirq steal: idle and iowait are not busy, and
+        # steal is time the hypervisor gave to other machines, not to processes here
+        busy = sum(cpu) - cpu[3] - cpu[4] - cpu[7]
+        me = os.pread(self._fds[1], 1024, 0)
+        me = me[me.rindex(b")") + 2:].split()  # the name may hold spaces: start after it
+        return busy - sum(int(v) for v in me[11:15])  # utime stime cutime cstime
+
+    def seconds(self, t0: int, t1: int) -> float:
+        return (t1 - t0) / self.hz if self._fds else 0.0
+
+
+def noise_note(others_s: float, wall_s: float) -> str:
+    """"other processes used 0.7 cores meanwhile", or "" when too short to tell or quiet."""
+    if wall_s < MIN_WINDOW_S or others_s / wall_s <= NOISY_CORES:
+        return ""
+    return f"other processes used {others_s / wall_s:.1f} cores meanwhile"
+
+
+def _leaves(x):
+    if isinstance(x, dict):
+        return [v for k in sorted(x) for v in _leaves(x[k])]
+    if isinstance(x, (tuple, list)):
+        return [v for e in x for v in _leaves(e)]
+    return [np.asarray(x)]
+
+
+def check(got, want, what, loose=False):
+    """got == want leaf by leaf. `loose` for frameworks that order sums differently (and
+    PyTorch/XLA's own exp/tanh): 1e-2 relative instead of 2e-3."""
+    lg, lw = _leaves(got), _leaves(want)
+    assert len(lg) == len(lw), what
+    rtol, atol = (1e-2, 1e-3) if loose else (2e-3, 2e-4)
+    for a, b in zip(lg, lw):
+        assert a.shape == b.shape, f"{what}: shape {a.shape} != {b.shape}"
+        scale = max(1.0, float(np.max(np.abs(b))) if b.size else 1.0)
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol * scale, err_msg=what)
+
+
+def time_workload(problem, impls, budget_s, max_reps, meter: CpuMeter,
+                  warmup: bool = True) -> tuple[list[Row], str]:
+    """Rows for numpy by hand and each of `impls` (names of others.IMPLS), in that order,
+    and the noise note for the whole workload ("" when quiet)."""
+    args = problem.args
+    want = problem.by_hand(*args)
+    fns, notes = {BASE: problem.by_hand}, {}
+    for impl in impls:
+        label = others.IMPLS[impl]
+        try:
+            f = others.build(impl, problem)
+        except others.Unavailable as e:
+            notes[label] = str(e)
+            continue
+        check(f(*args), want, f"{problem.name}: {label} disagrees with numpy by hand",
+              loose=impl in others.FRAMEWORKS)
+        fns[label] = f
+    if warmup:  # first-use costs (allocation, TinyJit's capture) stay out of the medians
+        for f in fns.values():
+            f(*args)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    spent, others_s = dict.fromkeys(fns, 0.0), dict.fromkeys(fns, 0.0)
+    active, t_start, r = list(fns), time.perf_counter(), 0
+    share = budget_s / len(fns)
+    window = meter.ticks()
+    while active and r < max_reps:
+        k = r % len(active)
+        for impl in active[k:] + active[:k]:
+            c0 = meter.ticks()
+            t0 = time.perf_counter()
+            fns[impl](*args)
+            dt = time.perf_counter() - t0
+            others_s[impl] += meter.seconds(c0, meter.ticks())
+            times[impl].append(dt)
+            spent[impl] += dt
+        r += 1
+        active = [i for i in active if spent[i] < budget_s and (
+            len(times[i]) < 3 or len(times[i]) * statistics.median(times[i]) < share)]
+    note = noise_note(meter.seconds(window, meter.ticks()), time.perf_counter() - t_start)
+    rows = []
+    for label in [BASE] + [others.IMPLS[i] for i in impls]:
+        if label not in fns:
+            rows.append(Row(problem.name, label, None, problem.flops, notes[label]))
+            continue
+        ts = times[label]
+        runs = f"{len(ts)} run{'s' if len(ts) > 1 else ''}"
+        noisy = noise_note(others_s[label], spent[label])
+        rows.append(Row(problem.name, label, statistics.median(ts), problem.flops,
+                        f"{runs}; {noisy}" if noisy else runs))
+    return rows, note
+
+
+def format_table(rows: list[Row], header: bool = True, notes: dict | None = None) -> str:
+    """The rows grouped by workload; `notes` maps a workload to its heading's note."""
+    head = f"{'workload / implementation':<36}{'median':>12}{'vs numpy':>10}{'GFLOP/s':>9}  note"
+    lines = [head, "-" * (len(head) + 30)] if header else []
+    for w in dict.fromkeys(r.workload for r in rows):
+        rs = [r for r in rows if r.workload == w]
+        base = next(r.median_s for r in rs if r.impl == BASE)
+        lines.append(f"{w:<60}{(notes or {}).get(w, '')}".rstrip())
+        for r in rs:
+            if r.median_s is None:
+                lines.append(f"  {r.impl:<34}{'-':>12}{'-':>10}{'':>9}  {r.note}")
+                continue
+            gf = f"{r.flops / r.median_s / 1e9:.1f}" if r.flops else ""
+            lines.append(f"  {r.impl:<34}{r.median_s * 1e3:>10.3f}ms{r.median_s / base:>9.2f}x"
+                         f"{gf:>9}  {r.note}")
+    return "\n".join(lines)
