@@ -167,13 +167,18 @@ def test_rand_is_bit_exact(key, shape, dtype):
     np.testing.assert_array_equal(got, want)
 
 
-def test_large_kernels_split_over_threads_agree():
+def test_large_kernels_split_over_threads_agree(monkeypatch):
+    from graphc.backends import llvm_runtime
+    monkeypatch.setattr(llvm_runtime, "PARALLEL_MIN_WORK", 1 << 12)  # these sizes split
     rng = np.random.default_rng(3)
     x = rng.standard_normal((513, 700))
     w = rng.standard_normal((700, 65))
     f = lambda x, w: (gc.tanh(x) * 2.0 + x, gc.sum(x * x, axis=1), x @ w)  # noqa: E731
     for threads in (1, 2, 3):
-        got = gc.compile(f, backend=llvm_backend.LLVMBackend(threads=threads))(x, w)
+        fc = gc.compile(f, backend=llvm_backend.LLVMBackend(threads=threads))
+        steps = fc.lower(x, w).program.steps
+        assert max(s.chunks for s in steps) == min(threads, 3), [s.chunks for s in steps]
+        got = fc(x, w)
         np.testing.assert_allclose(got[0], np.tanh(x) * 2 + x, rtol=1e-14)
         np.testing.assert_allclose(got[1], np.sum(x * x, axis=1), rtol=1e-12)
         np.testing.assert_allclose(got[2], x @ w, rtol=1e-10, atol=1e-12)
