@@ -231,3 +231,21 @@ def test_example_models_match_reference(path, backend):
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "numpy"])
 def test_mlp_training_steps_match_numpy(backend):
     mlp_steps_match_numpy(backend)
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "numpy"])
+def test_mlp_values_and_gradients(backend, dt):
+    from test_numpy_backend import _mlp
+    rng = np.random.default_rng(7)
+    args = tuple(a.astype(dt) for a in (
+        rng.standard_normal((4, 6)), rng.standard_normal(6), rng.standard_normal((6, 3)),
+        rng.standard_normal((5, 4)), np.eye(3)[rng.integers(0, 3, 5)]))
+    vg = gc.value_and_grad(_mlp, argnums=(0, 1, 2))
+    got_v, got_g = gc.compile(vg, backend=backend)(*args)
+    want_v, want_g = gc.compile(vg, backend="reference")(*args)
+    tol = 1e-5 if dt == np.float32 else 1e-12
+    np.testing.assert_allclose(got_v, want_v, rtol=tol)
+    for g, w in zip(got_g, want_g):
+        assert g.dtype == w.dtype
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
