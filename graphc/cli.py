@@ -140,6 +140,7 @@ def make_parser() -> argparse.ArgumentParser:
                     "backward graph, optimise it, generate code, and draw every stage.",
         epilog=CONVENTION + "\n\nexamples:\n"
                "  graphc viz examples/mlp.py:train_step --stage all -o out/train_step.svg\n"
+               "  graphc viz examples/mlp.py:train_step --backend llvm --kernels\n"
                "  graphc show examples/lecture_graph.py:f --grad --stage backward\n"
                "  graphc code examples/mlp.py:train_step --backend numpy\n"
                "  graphc compare examples/cnn.py --draw out/divergence.svg\n"
@@ -179,6 +180,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUT.svg|png|dot", default=None,
                    help="picture to write, format from the suffix (default out/FUNCTION.svg); "
                         "with --stage all one file per stage, OUT_stem.<stage>.<suffix>")
+    p.add_argument("--kernels", action="store_true",
+                   help="draw the kernel IR of the backend's program instead (llvm, opencl): "
+                        "loop nests as nested boxes, statements, the buffers they read/write")
     p.add_argument("--diff", metavar="BEFORE:AFTER", default=None,
                    help="draw what the passes between two stages did, e.g. simplified:fused "
                         "(added ops green, removed ops greyed, kernels as clusters)")

@@ -30,6 +30,8 @@ def cmd_viz(ns) -> int:
     out = Path(ns.output) if ns.output else Path("out") / f"{fname}.svg"
     if out.suffix.lower() not in (".svg", ".png", ".dot", ".gv"):
         raise UsageError(f"cannot draw to {out.name}: the output must end in .svg, .png or .dot")
+    if ns.kernels:
+        return _viz_kernels(compiled, fname, out, ns)
     if ns.diff:
         before, _, after = ns.diff.partition(":")
         for st in (before, after):
@@ -42,6 +44,22 @@ def cmd_viz(ns) -> int:
         path = out if ns.stage != "all" else out.with_name(f"{out.stem}.{stage}{out.suffix}")
         written = gc.draw(compiled, stage=stage, path=path)
         print(f"{stage:<10} {len(compiled.graph(stage).nodes):>4} nodes -> {written}")
+    return 0
+
+
+def _viz_kernels(compiled, fname: str, out: Path, ns) -> int:
+    """Draw the kernel IR of the backend's program: one cluster per kernel, loops nested."""
+    from graphc.kernel_viz import kernels_to_dot
+    from graphc.viz import render
+    if ns.diff or ns.stage not in ("optimized", "scheduled"):
+        raise UsageError("--kernels draws the compiled program's kernels: it takes no --diff "
+                         "and no --stage other than optimized")
+    kernels = getattr(compiled._entry().program, "kernels", None)
+    if not kernels:
+        raise UsageError(f"the {ns.backend} backend has no kernel IR to draw; "
+                         f"use --backend llvm or --backend opencl")
+    written = render(kernels_to_dot(kernels, f"{fname} ({ns.backend})"), out)
+    print(f"kernels    {len(kernels):>4} kernels -> {written}")
     return 0
 
 

@@ -68,6 +68,35 @@ def test_viz_stage_all_writes_one_file_per_stage(tmp_path, capsys):
     assert len(stdout.strip().splitlines()) == len(STAGES)
 
 
+@pytest.mark.parametrize("backend", ["llvm", "opencl"])
+def test_viz_kernels_draws_the_kernel_ir(backend, tmp_path, capsys):
+    out = tmp_path / "k.svg"
+    code, stdout, err = run(["viz", f"{MLP}:train_step", "--backend", backend, "--kernels",
+                             "-o", out], capsys)
+    assert code == 0, err
+    texts = svg_texts(out)
+    joined = "\n".join(texts)
+    assert "train_step (" + backend + ") (kernel IR)" in joined
+    kernels = [t for t in texts if t.startswith("kernel k")]
+    assert len(kernels) == int(stdout.split()[1]) > 1       # one cluster per kernel
+    assert any(t.startswith("for i0 < ") and t.endswith("(parallel)") for t in texts)
+    assert any(t.startswith("out[") for t in texts) and any("f32 in0[" in t for t in texts)
+    dot = tmp_path / "k.dot"
+    assert run(["viz", f"{MLP}:train_step", "--backend", backend, "--kernels", "-o", dot],
+               capsys)[0] == 0
+    text = dot.read_text()
+    assert text.count("subgraph cluster_k") == len(kernels)
+    assert "style=invis" in text   # statements kept in execution order
+
+
+def test_viz_kernels_needs_a_kernel_backend(tmp_path, capsys):
+    code, _, err = run(["viz", MLP, "--kernels", "-o", tmp_path / "k.svg"], capsys)
+    assert code == 2 and "no kernel IR" in err and "--backend llvm" in err
+    code, _, err = run(["viz", MLP, "--kernels", "--backend", "llvm", "--diff",
+                        "simplified:fused", "-o", tmp_path / "k.svg"], capsys)
+    assert code == 2 and "--kernels" in err
+
+
 def test_viz_png_and_dot(tmp_path, capsys):
     png, dot = tmp_path / "x.png", tmp_path / "x.dot"
     assert run(["viz", MLP, "--stage", "backward", "-o", png], capsys)[0] == 0
