@@ -144,9 +144,4 @@ def _acc_refs(v) -> set:
     """The accumulator names a value reads."""
     if isinstance(v, K.AccRef):
         return {v.name}
-    out = set()
-    for f in ("x", "a", "b", "cond", "key", "value"):
-        sub = getattr(v, f, None)
-        if sub is not None and not isinstance(sub, (str, int, float)):
-            out |= _acc_refs(sub)
-    return out
+    return set().union(*map(_acc_refs, K.operands(v)))

@@ -415,8 +415,7 @@ def _reads_output(k: K.Kernel) -> bool:
     def v_reads(v) -> bool:
         if isinstance(v, K.Load):
             return v.buffer.role == "out"
-        return any(v_reads(getattr(v, f)) for f in ("x", "a", "b", "cond", "key", "value")
-                   if hasattr(v, f) and not isinstance(getattr(v, f), (str, int, float)))
+        return any(map(v_reads, K.operands(v)))
 
     def s_reads(body) -> bool:
         for s in body:

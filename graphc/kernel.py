@@ -365,6 +365,19 @@ class Ref:
 Value = Union[Load, Lit, Unary, Binary, Select, CastE, RandE, InBounds, AccRef, Ref]
 
 
+def operands(v) -> tuple:
+    """The value expressions `v` reads directly (for walks over an expression tree)."""
+    if isinstance(v, (Unary, CastE)):
+        return (v.x,)
+    if isinstance(v, Binary):
+        return (v.a, v.b)
+    if isinstance(v, Select):
+        return (v.cond, v.a, v.b)
+    if isinstance(v, RandE):
+        return (v.key,)
+    return ()
+
+
 def _vparen(v) -> str:
     return str(v) if isinstance(v, (Load, Lit, AccRef, Ref, Unary, CastE, RandE)) else f"({v})"
 

@@ -155,10 +155,8 @@ def _rn(v, rename):
 def _refs(v, acc: set):
     if isinstance(v, K.Ref):
         acc.add(v.name)
-    for f in ("x", "a", "b", "cond", "key"):
-        sub = getattr(v, f, None)
-        if sub is not None and not isinstance(sub, (int, float, str)) and hasattr(sub, "dtype"):
-            _refs(sub, acc)
+    for sub in K.operands(v):
+        _refs(sub, acc)
     return acc
 
 
@@ -297,10 +295,8 @@ def _decisions(body, var: str, acc: list):
                 if free_vars(e) == {var}:
                     acc.append((e, lo, hi))
                 idx(e)
-        for f in ("x", "a", "b", "cond", "key"):
-            sub = getattr(v, f, None)
-            if sub is not None and hasattr(sub, "dtype"):
-                val(sub)
+        for sub in K.operands(v):
+            val(sub)
     for s in body:
         if isinstance(s, K.Loop):
             _decisions(s.body, var, acc)

@@ -32,10 +32,8 @@ def _loads(v, acc: set) -> set:
     """Names of the buffers a value expression reads."""
     if isinstance(v, K.Load):
         acc.add(v.buffer.name)
-    for f in ("x", "a", "b", "cond", "key"):
-        sub = getattr(v, f, None)
-        if sub is not None and hasattr(sub, "dtype"):
-            _loads(sub, acc)
+    for sub in K.operands(v):
+        _loads(sub, acc)
     return acc
 
 
