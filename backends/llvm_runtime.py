@@ -131,8 +131,8 @@ class LLVMProgram:
                 self.owned.append(s.node)
                 where[id(s.node)] = (nin + len(self.owned) - 1, 0)
         nbase = nin + len(self.owned)
-        # constants: negative bases count from the end of the per-call base list
-        fix = lambda b: (nbase + len(self.consts) + b) if b < 0 else b  # noqa: E731
+        # constant k was numbered -(k + 1) above: its base follows the allocated buffers
+        fix = lambda b: (nbase - b - 1) if b < 0 else b  # noqa: E731
         self.where = {k: (fix(b), o) for k, (b, o) in where.items()}
         self.args = [[self.where[id(i)] for i in s.node.inputs] + [self.where[id(s.node)]]
                      for s in steps]
