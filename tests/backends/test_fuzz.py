@@ -2,7 +2,10 @@
 movement, matmul, casts, random numbers) checked on every registered backend against the
 reference interpreter, on values and on gradients.
 
-In CI the run is small and derandomized (the same examples every time). A longer run:
+In CI the run is small and derandomized: the same examples for the same set of imported
+modules (Hypothesis also seeds generation with literals from imported modules, so adding
+a test module can change the sample; that is how a constant-argument bug of the llvm
+backend surfaced). A longer run:
 
     GRAPHC_FUZZ_EXAMPLES=2000 pytest tests/backends/test_fuzz.py
     pytest tests/backends/test_fuzz.py --fuzz-examples 2000
@@ -336,10 +339,13 @@ def test_random_graphs_agree_with_reference(backend, prog):
 
 def test_the_generator_reaches_every_instruction():
     """Over a fixed sample the generator produces every instruction kind, several shapes
-    and both dtypes (so the fuzzer is not silently testing a corner)."""
+    and both dtypes (so the fuzzer is not silently testing a corner). The sample is
+    derandomized, but Hypothesis also seeds generation with literals it finds in the
+    modules already imported, so it changes with the tests that ran before: 300 examples
+    cover every kind whatever ran first (100 once missed `transpose`)."""
     seen, dtypes, ranks, sizes = set(), set(), set(), []
 
-    @settings(max_examples=100, derandomize=True, deadline=None, database=None,
+    @settings(max_examples=300, derandomize=True, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(prog=programs())
     def collect(prog):
