@@ -14,6 +14,7 @@ registry is tested by every suite that uses it without any change.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from graphc import backends
@@ -89,3 +90,34 @@ def mlp_steps_match_numpy(backend, steps: int = 5):
         np.testing.assert_allclose(vb, vn, rtol=1e-5)
     for k in params:
         np.testing.assert_allclose(pb[k], pn[k], rtol=1e-4, atol=1e-5)
+
+
+# ---- argument makers for op case tables: maker(rng, dtype) -> array --------------------------------
+def maker_r(*shape, normal=False):
+    """Random values (integers in [-4, 4] for integer dtypes; floats uniform in [-2, 2), or
+    standard normal)."""
+    def make(rng, dt):
+        if np.dtype(dt).kind in "iu":
+            return rng.integers(-4, 5, shape).astype(dt)
+        return (rng.standard_normal(shape) if normal else rng.uniform(-2, 2, shape)).astype(dt)
+    return make
+
+
+def pos(*shape):
+    """Positive values in [0.5, 2) (log, sqrt)."""
+    return lambda rng, dt: rng.uniform(0.5, 2.0, shape).astype(dt)
+
+
+def nz(*shape):
+    """Values away from zero, either sign (division)."""
+    return lambda rng, dt: (rng.uniform(0.5, 2, shape) * rng.choice([-1, 1], shape)).astype(dt)
+
+
+def b(*shape):
+    """Random booleans."""
+    return lambda rng, dt: rng.random(shape) < 0.5
+
+
+def key(v):
+    """A fixed int64 random key."""
+    return lambda rng, dt: np.int64(v)

@@ -4,25 +4,12 @@ and reach the results their docstrings state. Seeds are fixed, so the runs are
 deterministic; each test checks that its pictures were written."""
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
-import sys
 
 import numpy as np
-import pytest
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
-
-
-def _load(name):
-    if EXAMPLES not in sys.path:
-        sys.path.insert(0, EXAMPLES)
-    path = os.path.join(EXAMPLES, f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"examples_{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from test_examples_part1 import _load  # imports an example module by name
 
 
 def _run(name, tmp_path, *extra):

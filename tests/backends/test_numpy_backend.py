@@ -17,6 +17,8 @@ from graphc.interpret import interpret
 from graphc.ops import Op
 from graphc.printer import format_node, node_names
 
+from compare_helpers import b, key, maker_r, nz, pos  # noqa: F401  (b, key: used by importers too)
+
 HERE = os.path.basename(__file__)
 F32, F64, I32, I64 = np.float32, np.float64, np.int32, np.int64
 FLOATS = (F32, F64)
@@ -24,27 +26,7 @@ ALL = (F32, F64, I32, I64)
 
 
 def r(*shape):
-    def make(rng, dt):
-        if np.dtype(dt).kind in "iu":
-            return rng.integers(-4, 5, shape).astype(dt)
-        return rng.standard_normal(shape).astype(dt)
-    return make
-
-
-def pos(*shape):
-    return lambda rng, dt: rng.uniform(0.5, 2.0, shape).astype(dt)
-
-
-def nz(*shape):
-    return lambda rng, dt: (rng.uniform(0.5, 2, shape) * rng.choice([-1, 1], shape)).astype(dt)
-
-
-def b(*shape):
-    return lambda rng, dt: rng.random(shape) < 0.5
-
-
-def key(v):
-    return lambda rng, dt: np.int64(v)
+    return maker_r(*shape, normal=True)
 
 
 # op -> [(name, fn, makers, dtypes)]
@@ -386,8 +368,9 @@ def _random_program(seed: int, steps: int = 16):
     return program
 
 
-@pytest.mark.parametrize("seed", range(16))
-def test_random_programs_agree_with_the_interpreter(seed):
+def random_case(seed):
+    """(program, args, the interpreter's outputs, value_and_grad of a scalar loss over the
+    outputs, its reference value and gradients) for the random program of `seed`."""
     program = _random_program(seed)
     rng = np.random.default_rng(seed + 1000)
     args = (rng.standard_normal((3, 4)), rng.standard_normal(4), rng.standard_normal((3, 1)))
@@ -395,6 +378,12 @@ def test_random_programs_agree_with_the_interpreter(seed):
     loss = lambda x, y, z: sum(gc.sum(gc.tanh(o)) for o in program(x, y, z))  # noqa: E731
     vg = gc.value_and_grad(loss, argnums=(0, 1, 2))
     want_v, want_g = gc.compile(vg, backend="reference")(*args)
+    return program, args, want, vg, want_v, want_g
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_random_programs_agree_with_the_interpreter(seed):
+    program, args, want, vg, want_v, want_g = random_case(seed)
     for opts in (dict(), dict(poison=True), dict(inplace=False, arena=False)):
         be = numpy_backend.NumpyBackend(**opts)
         fc = gc.compile(program, backend=be)

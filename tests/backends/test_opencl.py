@@ -196,21 +196,6 @@ def test_disk_cache_skips_the_build(tmp_path, monkeypatch):
     np.testing.assert_array_equal(out, x * 2)
 
 
-def test_tables_cover_every_kernel_ir_op():
-    from graphc import kernel as K
-    from graphc.ops import FLOAT_UNARY
-    R = opencl.OpenCLRenderer
-    for op in K.UNARY_OPS:
-        assert (op, "float") in R.unary, op
-        if Op(op) not in FLOAT_UNARY:
-            assert (op, "int") in R.unary, op
-    for op in K.BINARY_OPS:
-        assert (op, "float") in R.binary, op
-        if op != "pow":
-            assert (op, "int") in R.binary, op
-    assert ("eq", "bool") in R.binary and ("ne", "bool") in R.binary
-
-
 def test_cli_lists_devices(capsys):
     from graphc.cli import main
     assert main(["devices"]) == 0

@@ -22,36 +22,13 @@ from graphc import tolerances as T
 from graphc.cli import load_module
 from graphc.ops import Op
 
-from compare_helpers import BACKENDS, assert_agrees, mlp_steps_match_numpy, skip_without_float64
+from compare_helpers import (BACKENDS, assert_agrees, b, key, maker_r as r,
+                             mlp_steps_match_numpy, nz, pos, skip_without_float64)
 
 ROOT = Path(__file__).resolve().parents[2]
 F32, F64, I32, I64 = np.float32, np.float64, np.int32, np.int64
 FLOATS = (F32, F64)
 ALL = (F32, F64, I32, I64)
-
-
-def r(*shape):
-    def make(rng, dt):
-        if np.dtype(dt).kind in "iu":
-            return rng.integers(-4, 5, shape).astype(dt)
-        return rng.uniform(-2, 2, shape).astype(dt)
-    return make
-
-
-def pos(*shape):
-    return lambda rng, dt: rng.uniform(0.5, 2.0, shape).astype(dt)
-
-
-def nz(*shape):
-    return lambda rng, dt: (rng.uniform(0.5, 2, shape) * rng.choice([-1, 1], shape)).astype(dt)
-
-
-def b(*shape):
-    return lambda rng, dt: rng.random(shape) < 0.5
-
-
-def key(v):
-    return lambda rng, dt: np.int64(v)
 
 
 # op -> [(case name, fn, argument generators, dtypes, tolerance class)]
@@ -249,3 +226,28 @@ def test_mlp_values_and_gradients(backend, dt):
     for g, w in zip(got_g, want_g):
         assert g.dtype == w.dtype
         np.testing.assert_allclose(g, w, rtol=tol, atol=tol)
+
+
+def _kernel_tables(backend):
+    """(unary, binary) lowering tables of a backend that compiles the kernel IR."""
+    if backend == "llvm":
+        from graphc.backends import llvm
+        return llvm.UNARY, llvm.BINARY
+    from graphc.backends.opencl import OpenCLRenderer
+    return OpenCLRenderer.unary, OpenCLRenderer.binary
+
+
+@pytest.mark.parametrize("backend", ["llvm", "opencl"])
+def test_kernel_tables_cover_every_kernel_ir_op(backend):
+    from graphc import kernel as K
+    from graphc.ops import FLOAT_UNARY
+    unary, binary = _kernel_tables(backend)
+    for op in K.UNARY_OPS:
+        assert (op, "float") in unary, op
+        if Op(op) not in FLOAT_UNARY:
+            assert (op, "int") in unary, op
+    for op in K.BINARY_OPS:
+        assert (op, "float") in binary, op
+        if op != "pow":
+            assert (op, "int") in binary, op
+    assert ("eq", "bool") in binary and ("ne", "bool") in binary

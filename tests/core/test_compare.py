@@ -15,10 +15,11 @@ import graphc.backends.numpy as numpy_backend
 from graphc import backends
 from graphc import compare as C
 from graphc import tolerances as T
-from graphc.cli import main
 from graphc.ops import Op
 from graphc.passes import autodiff
 from graphc.types import DType
+
+from test_cli import run  # the CLI in-process: (exit status, stdout, stderr)
 
 ROOT = Path(__file__).resolve().parents[2]
 CNN = ROOT / "examples" / "cnn.py"
@@ -273,15 +274,6 @@ def test_gradcheck_float32_backend_and_non_scalar_functions():
 
 
 # ---- the CLI ------------------------------------------------------------------------------------
-def run(args, capsys):
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_cli_compare_on_the_cnn(capsys):
     # numpy only: the CNN on every backend is test_parity's example test (compiling it cold
     # costs seconds per backend); every backend through compare() is tested above
