@@ -208,6 +208,19 @@ def train_report(step, hist, n_train: int, batch_size: int) -> dict:
     return {"epochs": epochs, "train_seconds": hist.seconds, "ms_per_step": ms}
 
 
+def sgd_epochs(step, params: dict, x, y, epochs: int, lr: float, batch: int, seed: int) -> dict:
+    """Plain minibatch SGD: `step(params, xb, yb) -> (loss, grads)`, a new shuffle each epoch
+    (the last partial batch dropped); returns the trained parameters."""
+    rng = np.random.default_rng(seed)
+    for _ in range(epochs):
+        order = rng.permutation(len(x))
+        for i in range(0, len(x) - batch + 1, batch):
+            b = order[i:i + batch]
+            _, grads = step(params, x[b], y[b])
+            params = {k: params[k] - lr * np.asarray(grads[k]) for k in params}
+    return params
+
+
 def train_classifier(model, args, data, val, lr: float, batch: int, patience: int):
     """The digits classifiers' recipe: Adam with a cosine schedule, one compiled training step
     (graphc.train.TrainStep), fit with a validation split, early stopping and the best

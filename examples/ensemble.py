@@ -44,14 +44,7 @@ def probabilities(params, x):
 
 
 def train_member(step, x, y, epochs, seed):
-    params, rng = init(seed), np.random.default_rng(seed)
-    for _ in range(epochs):
-        order = rng.permutation(len(x))
-        for i in range(0, len(x) - BATCH + 1, BATCH):
-            b = order[i:i + BATCH]
-            _, grads = step(params, x[b], y[b])
-            params = {k: params[k] - LR * np.asarray(grads[k]) for k in params}
-    return params
+    return C.sgd_epochs(step, init(seed), x, y, epochs, LR, BATCH, seed)
 
 
 def main(argv=None) -> dict:

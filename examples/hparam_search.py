@@ -44,14 +44,7 @@ def loss(params, x, y):
 
 
 def train(step, hidden, lr, x, y, epochs, seed):
-    params, rng = init(hidden, seed), np.random.default_rng(seed)
-    for _ in range(epochs):
-        order = rng.permutation(len(x))
-        for i in range(0, len(x) - BATCH + 1, BATCH):
-            b = order[i:i + BATCH]
-            _, grads = step(params, x[b], y[b])
-            params = {k: params[k] - lr * np.asarray(grads[k]) for k in params}
-    return params
+    return C.sgd_epochs(step, init(hidden, seed), x, y, epochs, lr, BATCH, seed)
 
 
 def main(argv=None) -> dict:
