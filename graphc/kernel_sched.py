@@ -85,11 +85,14 @@ def eval_range(e: K.Index, var: str, n: int) -> np.ndarray:
 
 
 # ---- values and statements: one rewriter for substitution and folding --------------------------------
-def _value(v, env, ext):
+def _value(v, env, ext, rename=None):
+    """v with variables substituted (env), folded by the loop ranges (ext), and Refs
+    renamed (unrolled copies of a body get their own Let names)."""
     if isinstance(v, K.Load):
         return K.Load(v.buffer, simplify_index(subst(v.index, env), ext))
     if isinstance(v, K.RandE):
-        return K.RandE(_value(v.key, env, ext), simplify_index(subst(v.index, env), ext), v.dtype)
+        return K.RandE(_value(v.key, env, ext, rename),
+                       simplify_index(subst(v.index, env), ext), v.dtype)
     if isinstance(v, K.InBounds):
         checks = []
         for e, lo, hi in v.checks:
@@ -101,16 +104,18 @@ def _value(v, env, ext):
                 checks.append((e, lo, hi))
         return K.InBounds(tuple(checks)) if checks else K.Lit(True, DType.bool)
     if isinstance(v, K.Select):
-        c = _value(v.cond, env, ext)
+        c = _value(v.cond, env, ext, rename)
         if isinstance(c, K.Lit):
-            return _value(v.a if c.value else v.b, env, ext)
-        return K.Select(c, _value(v.a, env, ext), _value(v.b, env, ext))
+            return _value(v.a if c.value else v.b, env, ext, rename)
+        return K.Select(c, _value(v.a, env, ext, rename), _value(v.b, env, ext, rename))
     if isinstance(v, K.Unary):
-        return K.Unary(v.op, _value(v.x, env, ext))
+        return K.Unary(v.op, _value(v.x, env, ext, rename))
     if isinstance(v, K.Binary):
-        return K.Binary(v.op, _value(v.a, env, ext), _value(v.b, env, ext))
+        return K.Binary(v.op, _value(v.a, env, ext, rename), _value(v.b, env, ext, rename))
     if isinstance(v, K.CastE):
-        return K.CastE(_value(v.x, env, ext), v.dtype)
+        return K.CastE(_value(v.x, env, ext, rename), v.dtype)
+    if isinstance(v, K.Ref) and rename:
+        return K.Ref(rename.get(v.name, v.name), v.dtype)
     return v  # Lit, Ref, AccRef
 
 
@@ -122,34 +127,15 @@ def _stmts(body, env, ext, rename=None) -> tuple:
             out.append(replace(s, body=_stmts(s.body, env, inner, rename)))
         elif isinstance(s, K.Store):
             out.append(K.Store(s.buffer, simplify_index(subst(s.index, env), ext),
-                               _rn(_value(s.value, env, ext), rename)))
+                               _value(s.value, env, ext, rename)))
         elif isinstance(s, K.Let):
             out.append(K.Let(rename.get(s.name, s.name) if rename else s.name,
-                             _rn(_value(s.value, env, ext), rename)))
+                             _value(s.value, env, ext, rename)))
         elif isinstance(s, K.Accumulate):
-            out.append(K.Accumulate(s.name, s.op, _rn(_value(s.value, env, ext), rename)))
+            out.append(K.Accumulate(s.name, s.op, _value(s.value, env, ext, rename)))
         else:
             out.append(s)
     return _drop_dead_lets(tuple(out))
-
-
-def _rn(v, rename):
-    """v with Refs renamed (unrolled copies of a body get their own Let names)."""
-    if not rename:
-        return v
-    if isinstance(v, K.Ref):
-        return K.Ref(rename.get(v.name, v.name), v.dtype)
-    if isinstance(v, K.Unary):
-        return K.Unary(v.op, _rn(v.x, rename))
-    if isinstance(v, K.Binary):
-        return K.Binary(v.op, _rn(v.a, rename), _rn(v.b, rename))
-    if isinstance(v, K.Select):
-        return K.Select(_rn(v.cond, rename), _rn(v.a, rename), _rn(v.b, rename))
-    if isinstance(v, K.CastE):
-        return K.CastE(_rn(v.x, rename), v.dtype)
-    if isinstance(v, K.RandE):
-        return K.RandE(_rn(v.key, rename), v.index, v.dtype)
-    return v
 
 
 def _refs(v, acc: set):
