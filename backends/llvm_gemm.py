@@ -1,299 +1,31 @@
-"""A float32 GEMM written in LLVM IR (IRBuilder), BLIS-style:
+"""The LLVM backend's float32 matmul kernels on the packed GEMM of backends/llvm_gemm_ir.py:
+plan() picks the matmul kernels it can run (operands that are kernel inputs, views of them,
+or other movement-op expressions of them, copied per call: `Gather`), run() runs one.
 
-    C[m0:m1, :] = A[m0:m1, :] @ B        A: M x K, B: K x N (any element strides: a transposed
-                                         operand packs as well), C: M x N row-major contiguous
-
-    for jc in 0..N step NC:                 B panel K-block x NC, packed into 16-column slivers
-      for pc in 0..K step KC:               (k-major, zero-padded), once per thread
-        pack B[pc:pc+kc, jc:jc+nc]
-        for ic in m0..m1 step MC:           A block MC x KC, packed into 6-row slivers
-          pack A[ic:ic+mc, pc:pc+kc]
-          for jr in 0..nc step 16:
-            for ir in 0..mc step 6:
-              6x16 micro-kernel: 12 <8 x float> accumulators in registers, per k one
-              broadcast of each of 6 A values and 2 vector loads of B, 12 llvm.fma.v8f32;
-              C tile += (or = for the first k block) the result; edge tiles go through a
-              6x16 scratch tile
-
-Threads split the rows (m0, m1) (the caller runs one call per thread with its own packing
-buffers). For a single (unbatched) GEMM on several threads, run() instead packs all of B once,
-split over the threads (gc_pack_b per sliver range), waits for them, and then runs gc_sgemm
-with packed=1 (bufB: that shared packed B, block (jc, pc) at jc*K + pc*ncp) on row chunks
-(SPLIT per thread) that the threads take from a shared counter. The module is compiled once and cached like every kernel (memory + disk).
+Threads: run() hands out work in chunks that the calling thread and pool workers take from a
+shared counter (`_spread`); the caller never waits for a worker to start. A single GEMM packs
+all of B once into a shared buffer (parts of its slivers taken like chunks), then computes
+row chunks against it (gc_sgemm with packed=1: block (jc, pc) at jc*K + pc*ncp). A batch of
+products runs in runs of whole products, one gc_sgemm_batch call each, or, with fewer
+products than chunks, in row chunks of each product with per-thread packing.
 """
 from __future__ import annotations
 
 import ctypes
+import itertools
 import threading
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 
 from graphc import kernel as K
-from graphc.ops import Op
+from graphc.ops import OPS, Op
 from graphc.types import DType
 
-MR, NR, KC, MC, NC = 6, 16, 512, 144, 2048  # KC, MC: measured best of a small sweep (1024^2, 1 thread)
-_FN: list = []
+from graphc.backends.llvm_gemm_ir import (KC, MC, MR, NC, NR, _aligned, batch_fn, packb_fn,
+                                          sgemm_fn)
 
-
-def _module_text() -> str:
-    from llvmlite import ir
-    f32, i64, i1 = ir.FloatType(), ir.IntType(64), ir.IntType(1)
-    v8 = ir.VectorType(f32, 8)
-    v8p = v8.as_pointer()
-    fp = f32.as_pointer()
-    m = ir.Module("graphc_gemm")
-    from graphc.backends.llvm import _target
-    m.triple, m.data_layout = _target()[1], _target()[2]
-    fma = ir.Function(m, ir.FunctionType(v8, [v8, v8, v8]), "llvm.fma.v8f32")
-    c64 = lambda v: ir.Constant(i64, v)  # noqa: E731
-
-    def loop(b, fn, lo, hi, step, body, name):
-        pre = b.block
-        cond, bb, end = (fn.append_basic_block(f"{name}.{s}") for s in ("c", "b", "e"))
-        b.branch(cond)
-        b.position_at_end(cond)
-        i = b.phi(i64, name)
-        i.add_incoming(lo, pre)
-        b.cbranch(b.icmp_signed("<", i, hi), bb, end)
-        b.position_at_end(bb)
-        body(i)
-        i.add_incoming(b.add(i, step if isinstance(step, ir.Value) else c64(step)), b.block)
-        b.branch(cond)
-        b.position_at_end(end)
-
-    def smin(b, x, y):
-        return b.select(b.icmp_signed("<", x, y), x, y)
-
-    def func(name, argtys, argnames):
-        fn = ir.Function(m, ir.FunctionType(ir.VoidType(), argtys), name)
-        fn.attributes.add("nounwind")
-        for a, n in zip(fn.args, argnames):
-            a.name = n
-        for a, t in zip(fn.args, argtys):
-            if t == fp:
-                a.add_attribute("noalias")
-        b = ir.IRBuilder(fn.append_basic_block("entry"))
-        return fn, b
-
-    # ---- pack A: rows x kc block (lda) -> slivers of MR rows, k-major, zero-padded ----
-    pa, b = func("gc_pack_a", [fp, i64, i64, i64, i64, fp], ["A", "rs", "cs", "rows", "kc", "out"])
-    A, rs, cs, rows, kc, out = pa.args
-    nsl = b.sdiv(b.add(rows, c64(MR - 1)), c64(MR))
-
-    def pa_body(s):
-        def fast(k):  # a full sliver: no clamping, no select
-            base = b.add(b.mul(b.mul(s, c64(MR)), rs), b.mul(k, cs))
-            dst0 = b.mul(b.add(b.mul(s, kc), k), c64(MR))
-            for r in range(MR):
-                v = b.load(b.gep(A, [b.add(base, b.mul(rs, c64(r)))]))
-                b.store(v, b.gep(out, [b.add(dst0, c64(r))]))
-
-        def k_body(k):
-            for r in range(MR):
-                row = b.add(b.mul(s, c64(MR)), c64(r))
-                ok = b.icmp_signed("<", row, rows)
-                src = b.add(b.mul(smin(b, row, b.sub(rows, c64(1))), rs), b.mul(k, cs))
-                v = b.load(b.gep(A, [src]))
-                dst = b.add(b.mul(b.add(b.mul(s, kc), k), c64(MR)), c64(r))
-                b.store(b.select(ok, v, ir.Constant(f32, 0.0)), b.gep(out, [dst]))
-        with b.if_else(b.icmp_signed("<=", b.mul(b.add(s, c64(1)), c64(MR)), rows)) as (t, e):
-            with t:
-                loop(b, pa, c64(0), kc, 1, fast, "kf")
-            with e:
-                loop(b, pa, c64(0), kc, 1, k_body, "k")
-    loop(b, pa, c64(0), nsl, 1, pa_body, "s")
-    b.ret_void()
-
-    # ---- pack B: kc x cols block (ldb) -> slivers of NR columns, k-major, zero-padded ----
-    pb, b = func("gc_pack_b", [fp, i64, i64, i64, i64, fp], ["B", "rs", "cs", "kc", "cols", "out"])
-    B, rs, cs, kc, cols, out = pb.args
-    nsl = b.sdiv(b.add(cols, c64(NR - 1)), c64(NR))
-
-    def pb_body(s):
-        def fast(k):  # a full sliver of contiguous columns: two 8-wide copies
-            src = b.gep(B, [b.add(b.mul(k, rs), b.mul(s, c64(NR)))])
-            dst = b.gep(out, [b.mul(b.add(b.mul(s, kc), k), c64(NR))])
-            for h in range(NR // 8):
-                v = b.load(b.bitcast(b.gep(src, [c64(8 * h)]), v8p), align=4)
-                b.store(v, b.bitcast(b.gep(dst, [c64(8 * h)]), v8p), align=4)
-
-        def k_body(k):
-            for c in range(NR):
-                col = b.add(b.mul(s, c64(NR)), c64(c))
-                ok = b.icmp_signed("<", col, cols)
-                src = b.add(b.mul(k, rs), b.mul(smin(b, col, b.sub(cols, c64(1))), cs))
-                v = b.load(b.gep(B, [src]))
-                dst = b.add(b.mul(b.add(b.mul(s, kc), k), c64(NR)), c64(c))
-                b.store(b.select(ok, v, ir.Constant(f32, 0.0)), b.gep(out, [dst]))
-        full = b.icmp_signed("<=", b.mul(b.add(s, c64(1)), c64(NR)), cols)
-        with b.if_else(b.and_(full, b.icmp_signed("==", cs, c64(1)))) as (t, e):
-            with t:
-                loop(b, pb, c64(0), kc, 1, fast, "kf")
-            with e:
-                loop(b, pb, c64(0), kc, 1, k_body, "k")
-    loop(b, pb, c64(0), nsl, 1, pb_body, "s")
-    b.ret_void()
-
-    # ---- micro-kernel: C (ldc) [+]= Ap (kc x MR) * Bp (kc x NR) ----
-    uk, b = func("gc_ukernel", [fp, fp, fp, i64, i64, i1], ["Ap", "Bp", "C", "ldc", "kc", "beta"])
-    uk.attributes.add("alwaysinline")
-    Ap, Bp, C, ldc, kc, beta = uk.args
-    vp = v8.as_pointer()
-    zero = ir.Constant(v8, [0.0] * 8)
-    undef = ir.Constant(v8, ir.Undefined)
-    mask0 = ir.Constant(ir.VectorType(ir.IntType(32), 8), [0] * 8)
-    i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-    prefetch = ir.Function(m, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                           "llvm.prefetch.p0")
-    for r in range(MR):  # the C tile's lines, to be in cache when the k loop ends
-        for off in (0, NR - 1):
-            cp_ = b.gep(C, [b.add(b.mul(c64(r), ldc), c64(off))])
-            b.call(prefetch, [b.bitcast(cp_, i8p), ir.Constant(i32, 1), ir.Constant(i32, 3),
-                              ir.Constant(i32, 1)])
-    entry = b.block
-    cond, body, done = (uk.append_basic_block(n) for n in ("k.c", "k.b", "k.e"))
-    b.branch(cond)
-    b.position_at_end(cond)
-    k = b.phi(i64, "k")
-    k.add_incoming(c64(0), entry)
-    accs = [b.phi(v8, f"c{r}{h}") for r in range(MR) for h in range(2)]
-    for a in accs:
-        a.add_incoming(zero, entry)
-    b.cbranch(b.icmp_signed("<", k, kc), body, done)
-    b.position_at_end(body)
-    bv = [b.load(b.bitcast(b.gep(Bp, [b.add(b.mul(k, c64(NR)), c64(8 * h))]), vp), align=4)
-          for h in range(2)]
-    new = []
-    for r in range(MR):
-        a = b.load(b.gep(Ap, [b.add(b.mul(k, c64(MR)), c64(r))]))
-        av = b.shuffle_vector(b.insert_element(undef, a, ir.Constant(ir.IntType(32), 0)),
-                              undef, mask0)
-        for h in range(2):
-            new.append(b.call(fma, [av, bv[h], accs[2 * r + h]]))
-    for a, nv in zip(accs, new):
-        a.add_incoming(nv, body)
-    k.add_incoming(b.add(k, c64(1)), body)
-    b.branch(cond)
-    b.position_at_end(done)
-    for r in range(MR):
-        for h in range(2):
-            p = b.bitcast(b.gep(C, [b.add(b.mul(c64(r), ldc), c64(8 * h))]), vp)
-            old = b.select(beta, b.load(p, align=4), zero)
-            b.store(b.fadd(old, accs[2 * r + h]), p, align=4)
-    b.ret_void()
-
-    # ---- driver ----
-    sg, b = func("gc_sgemm", [fp, fp, fp, i64, i64, i64, i64, i64, fp, fp] + [i64] * 5,
-                 ["A", "B", "C", "M", "N", "K", "m0", "m1", "bufA", "bufB",
-                  "rsa", "csa", "rsb", "csb", "packed"])
-    A, B, C, M, N, K, m0, m1, bufA, bufB, rsa, csa, rsb, csb, packed = sg.args
-    prepacked = b.icmp_signed("!=", packed, c64(0))
-    with b.goto_entry_block():
-        tile = b.alloca(ir.ArrayType(f32, MR * NR), name="tile")
-    tp = b.bitcast(tile, fp)
-
-    def jc_body(jc):
-        nc = smin(b, c64(NC), b.sub(N, jc))
-
-        def pc_body(pc):
-            kc = smin(b, c64(KC), b.sub(K, pc))
-            first = b.icmp_signed("!=", pc, c64(0))
-            with b.if_then(b.not_(prepacked)):
-                b.call(pb, [b.gep(B, [b.add(b.mul(pc, rsb), b.mul(jc, csb))]), rsb, csb, kc,
-                            nc, bufB])
-            # prepacked: bufB holds all of B packed, block (jc, pc) at jc*K + pc*ncp
-            ncp = b.mul(b.sdiv(b.add(nc, c64(NR - 1)), c64(NR)), c64(NR))
-            bB = b.select(prepacked, b.gep(bufB, [b.add(b.mul(jc, K), b.mul(pc, ncp))]), bufB)
-
-            def ic_body(ic):
-                mc = smin(b, c64(MC), b.sub(m1, ic))
-                b.call(pa, [b.gep(A, [b.add(b.mul(ic, rsa), b.mul(pc, csa))]), rsa, csa, mc, kc,
-                            bufA])
-
-                def jr_body(jr):
-                    nr = smin(b, c64(NR), b.sub(nc, jr))
-                    bsl = b.gep(bB, [b.mul(jr, kc)])
-
-                    def ir_body(ir_):
-                        mr = smin(b, c64(MR), b.sub(mc, ir_))
-                        asl = b.gep(bufA, [b.mul(ir_, kc)])
-                        cp = b.gep(C, [b.add(b.mul(b.add(ic, ir_), N), b.add(jc, jr))])
-                        full = b.and_(b.icmp_signed("==", mr, c64(MR)),
-                                      b.icmp_signed("==", nr, c64(NR)))
-                        with b.if_else(full) as (then, other):
-                            with then:
-                                b.call(uk, [asl, bsl, cp, N, kc, first])
-                            with other:  # edge: through the scratch tile
-                                def copy(to_tile):
-                                    def rr(r):
-                                        def cc(c):
-                                            t = b.gep(tp, [b.add(b.mul(r, c64(NR)), c)])
-                                            x = b.gep(cp, [b.add(b.mul(r, N), c)])
-                                            src, dst = (x, t) if to_tile else (t, x)
-                                            b.store(b.load(src), dst)
-                                        loop(b, sg, c64(0), nr, 1, cc, "cc")
-                                    loop(b, sg, c64(0), mr, 1, rr, "rr")
-                                with b.if_then(first):
-                                    copy(True)
-                                b.call(uk, [asl, bsl, tp, c64(NR), kc, first])
-                                copy(False)
-                    loop(b, sg, c64(0), mc, MR, ir_body, "ir")
-                loop(b, sg, c64(0), nc, NR, jr_body, "jr")
-            loop(b, sg, m0, m1, MC, ic_body, "ic")
-        loop(b, sg, c64(0), K, KC, pc_body, "pc")
-    loop(b, sg, c64(0), N, NC, jc_body, "jc")
-    b.ret_void()
-    return str(m)
-
-
-def sgemm_fn():
-    """The compiled gc_sgemm as a ctypes function (compiled once, cached on disk)."""
-    if not _FN:
-        from graphc.backends.llvm import jit_info
-        addrs, info = jit_info(_module_text(), ["gc_sgemm", "gc_pack_b"], 3, True)  # unrolled
-        _FN.append(ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 3, *[ctypes.c_int64] * 5,
-                                    ctypes.c_void_p, ctypes.c_void_p,
-                                    *[ctypes.c_int64] * 5)(addrs["gc_sgemm"]))
-        _FN.append(info)  # keeps the engine alive
-        _FN.append(ctypes.CFUNCTYPE(None, ctypes.c_void_p, *[ctypes.c_int64] * 4,
-                                    ctypes.c_void_p)(addrs["gc_pack_b"]))
-    return _FN[0]
-
-
-def packb_fn():
-    """The compiled gc_pack_b (B, rs, cs, kc, cols, out) as a ctypes function."""
-    sgemm_fn()
-    return _FN[2]
-
-
-def buffers(K: int, N: int):
-    """Packing buffers for one thread: (A block, B panel)."""
-    kc = min(KC, K)
-    nc = -(-min(NC, N) // NR) * NR
-    return _aligned(MC * kc), _aligned(kc * nc)
-
-
-def _aligned(n: int) -> np.ndarray:
-    """n float32, 64-byte aligned (a packed B row of 16 floats is one cache line)."""
-    raw = np.empty(n + 16, np.float32)
-    skip = (-raw.ctypes.data % 64) // 4
-    return raw[skip:skip + n]
-
-
-def sgemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, m0: int, m1: int, bufs=None):
-    """c[m0:m1] = a[m0:m1] @ b for 2-D float32 arrays, a and b with any element strides, c
-    C-contiguous (a testing entry point)."""
-    M, K = a.shape
-    N = b.shape[1]
-    ba, bb = bufs or buffers(K, N)
-    st = [s // 4 for s in a.strides + b.strides]
-    sgemm_fn()(a.ctypes.data, b.ctypes.data, c.ctypes.data, M, N, K, m0, m1,
-               ba.ctypes.data, bb.ctypes.data, *st, 0)
-
-
-# ---- use in the backend: a matmul kernel = GEMM + its elementwise epilogue ----------------------
 MIN_M, MIN_N, MIN_WORK = 4, 8, 1 << 18   # below: the loop kernel (packing would not pay)
 THREAD_WORK = 1 << 22  # multiply-adds per thread below which a GEMM stays on fewer threads
                        # (a thread hand-off can cost ~1 ms on a loaded machine)
@@ -310,6 +42,12 @@ class GemmSpec:
     K: int
     a_off: list        # per output batch: element offset into A, B
     b_off: list
+
+    ga: "Gather | None" = None  # an operand that is no view: materialised per call
+    gb: "Gather | None" = None
+
+    def __post_init__(self):  # the offsets as gc_sgemm_batch reads them: [a_off, b_off] pairs
+        self.offs = np.array([self.a_off, self.b_off], np.int64).T.copy()
 
 
 def _split(kernel: K.Kernel):
@@ -368,10 +106,52 @@ def _view(x, ins: list[int]):
     return i, off, tuple(x.shape), _cstrides(x.shape)
 
 
+# movement ops only: a copy made with numpy is bit-exact, as the loop kernel's reads are
+GATHER_OPS = frozenset({Op.RESHAPE, Op.PERMUTE, Op.EXPAND, Op.SLICE, Op.PAD, Op.CONCAT})
+
+
+class Gather:
+    """An operand built from kernel inputs by movement ops that strides cannot describe
+    (a conv weight reshaped after a permute: (16,6,5,5) -> (16,25,6) -> (16,150)). run()
+    makes it contiguous with numpy once per call (23-30 us CPU at W2's 16x150 weight), then
+    the GEMM reads that copy, instead of the whole matmul staying a loop kernel."""
+
+    def __init__(self, x, ins: list[int], inputs):
+        self.nodes = _expr(x, ins, [])
+        self.reads = [(ins.index(id(n)), id(n), tuple(n.shape)) for n in inputs
+                      if id(n) in {id(m) for m in self.nodes}]
+        self.nodes = [n for n in self.nodes if id(n) not in ins]
+        self.out = x
+
+    def __call__(self, ptrs: list[int]) -> np.ndarray:
+        env = {}
+        for i, key, shape in self.reads:
+            n = int(np.prod(shape, dtype=np.int64))
+            env[key] = np.frombuffer((ctypes.c_float * n).from_address(ptrs[i]),
+                                     np.float32).reshape(shape)
+        for n in self.nodes:
+            env[id(n)] = OPS[n.op].reference(*(env[id(i)] for i in n.inputs), **n.attrs)
+        return np.ascontiguousarray(env[id(self.out)], np.float32)
+
+
+def _expr(x, ins: list[int], order: list):
+    """The nodes `x` is computed from (post-order, x last) when every one is a float32
+    kernel input or a GATHER_OPS node; None otherwise."""
+    if x.dtype is not DType.float32 or (id(x) not in ins and x.op not in GATHER_OPS):
+        return None
+    if id(x) not in ins:
+        for i in x.inputs:
+            if _expr(i, ins, order) is None:
+                return None
+    if all(m is not x for m in order):
+        order.append(x)
+    return order
+
+
 def plan(node, kernel: K.Kernel):
     """(GemmSpec, epilogue kernel or None) when a fused matmul node can run on gc_sgemm:
-    one float32 matmul whose operands are kernel inputs or views of them (`_view`), followed
-    by an elementwise epilogue
+    one float32 matmul whose operands are kernel inputs, views of them (`_view`) or other
+    movement-op expressions of them (`Gather`), followed by an elementwise epilogue
     (the row_matmul shape of graphc.lower); None otherwise."""
     if kernel.kind != "matmul":
         return None
@@ -386,8 +166,15 @@ def plan(node, kernel: K.Kernel):
     if mm.dtype is not DType.float32 or len(a.shape) < 2 or len(b.shape) < 2:
         return None
     va, vb = _view(a, ins), _view(b, ins)
-    if va is None or vb is None:
-        return None
+    ga = gb = None
+    if va is None:  # no view: a copy made per call (Gather), read contiguous
+        if _expr(a, ins, []) is None:
+            return None
+        ga, va = Gather(a, ins, body.inputs), (None, 0, tuple(a.shape), _cstrides(a.shape))
+    if vb is None:
+        if _expr(b, ins, []) is None:
+            return None
+        gb, vb = Gather(b, ins, body.inputs), (None, 0, tuple(b.shape), _cstrides(b.shape))
     M, KK, N = a.shape[-2], a.shape[-1], b.shape[-1]
     batch = tuple(mm.shape[:-2])
     nb = int(np.prod(batch, dtype=np.int64))
@@ -405,8 +192,9 @@ def plan(node, kernel: K.Kernel):
             idx = idx + (np.arange(n, dtype=np.int64) * st).reshape(
                 (1,) * ax + (n,) + (1,) * (len(bs) - ax - 1))
         return np.broadcast_to(idx, batch).reshape(nb).tolist()
-    spec = GemmSpec(ins.index(va[0]), ins.index(vb[0]), tuple(va[3][-2:]), tuple(vb[3][-2:]),
-                    M, N, KK, offsets(va), offsets(vb))
+    spec = GemmSpec(-1 if ga else ins.index(va[0]), -1 if gb else ins.index(vb[0]),
+                    tuple(va[3][-2:]), tuple(vb[3][-2:]), M, N, KK, offsets(va), offsets(vb),
+                    ga, gb)
     return spec, (None if epi is None else replace(kernel, body=epi))
 
 
@@ -429,13 +217,48 @@ def _call(a, b, c, M, N, K_, m0, m1, strides):
 
 
 SHARE_B = True     # multi-threaded single GEMMs: pack B once, shared by all threads
-SPLIT = 2          # ... and split M into SPLIT x threads chunks that threads take in turn
+CHUNK_WORK = 1 << 21  # multiply-adds per row chunk a thread takes (~50 us): smaller chunks
+                      # balance better when another process holds a core, each costs a call
+MAX_CHUNKS = 2     # ... per thread at most (4 cost 2-5% more CPU time at W1's shapes: each
+                   # chunk packs its A rows against the whole shared B again)
 SHARE_MAX = 1 << 24  # floats (64 MiB): a bigger B keeps the per-thread packing (bounded memory)
+
+
+def _spread(phases, threads: int, pool):
+    """Run `phases` (lists of argument-less callables; a phase starts once the one before has
+    finished) on the calling thread and up to threads - 1 pool workers, each taking tasks from
+    the phase's shared counter (next() on itertools.count is atomic under the GIL).
+
+    The caller starts at once and never waits for a worker to start: a pool worker wakes
+    0.03-0.2 ms after submit() on this VM (more when another process holds the other core),
+    as long as a whole 128x512x256 product on one thread. A late worker takes what is left,
+    or finds every counter spent and returns without touching anything; the caller waits
+    only for tasks a worker has taken (the phase's Event, set by whoever finishes its last
+    task)."""
+    state = [(ph, itertools.count(), itertools.count(), threading.Event()) for ph in phases]
+    errors: list = []
+
+    def work():
+        for tasks, take, fin, done in state:
+            while (i := next(take)) < len(tasks):
+                try:
+                    tasks[i]()
+                except BaseException as e:  # re-raised by the caller
+                    errors.append(e)
+                finally:
+                    if next(fin) == len(tasks) - 1:
+                        done.set()
+            done.wait()
+    for _ in range(min(threads, max(map(len, phases))) - 1):
+        pool().submit(work)
+    work()
+    if errors:
+        raise errors[0]
 
 
 def _packed(n: int) -> np.ndarray:
     """The calling thread's buffer for a whole packed B (kept and grown; the caller waits
-    for every worker before it returns, so reuse on its next call is safe)."""
+    for every task before it returns, so reuse on its next call is safe)."""
     got = getattr(_TLS, "packed", None)
     if got is None or got.size < n:
         _TLS.packed = got = _aligned(n)
@@ -459,49 +282,62 @@ def _pack_part(b, rsb, csb, N, K_, out, t, parts):
                  out + 4 * (jc * K_ + pc * nsl * NR + s0 * NR * kc))
 
 
-def _run_shared(a, b, c, M, N, K_, st, threads, chunks, pool):
-    """One GEMM on `threads` threads: B packed once (split over the threads), then the
-    row chunks computed against it, taken in turn from a shared counter."""
-    import itertools
+def _chunk_rows(M: int, work: int, threads: int) -> int:
+    """Rows per chunk (a multiple of MR): about CHUNK_WORK multiply-adds each, at least one
+    chunk per thread and at most MAX_CHUNKS per thread."""
+    n = max(threads, min(MAX_CHUNKS * threads, work // CHUNK_WORK))
+    return -(-M // (n * MR)) * MR
+
+
+def _shared_b(a, b, c, M, N, K_, st, threads, pool):
+    """One GEMM on several threads: B packed once into a shared buffer (its slivers split
+    into one part per thread), then row chunks computed against it."""
     out = _packed(K_ * (-(-N // NR) * NR)).ctypes.data
     rsb, csb = st[2], st[3]
-    futs = [pool().submit(_pack_part, b, rsb, csb, N, K_, out, t, threads)
-            for t in range(1, threads)]
-    _pack_part(b, rsb, csb, N, K_, out, 0, threads)
-    for f in futs:
-        f.result()
-    rows = -(-M // (chunks * MR)) * MR
-    starts = list(range(0, M, rows))
-    counter = itertools.count()  # next() is atomic under the GIL
+    parts = max(1, min(threads, -(-N // NR)))
+    pack = [partial(_pack_part, b, rsb, csb, N, K_, out, t, parts) for t in range(parts)]
+    rows = _chunk_rows(M, M * N * K_, threads)
     fn = sgemm_fn()
 
-    def work():
-        ba = _bufs(K_, N)[0].ctypes.data
-        while (i := next(counter)) < len(starts):
-            m0 = starts[i]
-            fn(a, b, c, M, N, K_, m0, min(M, m0 + rows), ba, out, *st, 1)
-    futs = [pool().submit(work) for _ in range(1, threads)]
-    work()
-    for f in futs:
-        f.result()
+    def chunk(m0):  # on whichever thread takes it: that thread's A buffer
+        fn(a, b, c, M, N, K_, m0, min(M, m0 + rows), _bufs(K_, N)[0].ctypes.data, out, *st, 1)
+    _spread([pack, [partial(chunk, m0) for m0 in range(0, M, rows)]], threads, pool)
 
 
 def run(spec: GemmSpec, ptrs: list[int], threads: int, pool):
-    """C = A @ B for every batch, rows split over threads (ctypes releases the GIL)."""
+    """C = A @ B for every batch, in row chunks over threads (ctypes releases the GIL)."""
     M, N, K_ = spec.M, spec.N, spec.K
-    a, b, c = ptrs[spec.ia], ptrs[spec.ib], ptrs[-1]
-    chunks = max(1, min(threads, (M * N * K_) // THREAD_WORK, -(-M // MR)))
+    ga = spec.ga(ptrs) if spec.ga else None  # (kept alive until the products are done)
+    gb = spec.gb(ptrs) if spec.gb else None
+    a = ga.ctypes.data if ga is not None else ptrs[spec.ia]
+    b = gb.ctypes.data if gb is not None else ptrs[spec.ib]
+    c = ptrs[-1]
+    nb = len(spec.a_off)
+    threads = max(1, min(threads, nb * M * N * K_ // THREAD_WORK, nb * -(-M // MR)))
     st = spec.sa + spec.sb
-    if SHARE_B and chunks > 1 and len(spec.a_off) == 1 and K_ * (N + NR) <= SHARE_MAX:
-        nth = chunks
-        chunks = max(1, min(SPLIT * chunks, -(-M // MR)))
-        return _run_shared(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_, st,
-                           nth, chunks, pool)
-    rows = -(-M // (chunks * MR)) * MR
-    tasks = [(a + 4 * oa, b + 4 * ob, c + 4 * t * M * N, M, N, K_, m0, min(M, m0 + rows), st)
-             for t, (oa, ob) in enumerate(zip(spec.a_off, spec.b_off))
-             for m0 in range(0, M, rows)]
-    futs = [pool().submit(_call, *t) for t in tasks[1:]] if len(tasks) > 1 else []
-    _call(*tasks[0])
-    for f in futs:
-        f.result()
+    if threads > 1 and SHARE_B and nb == 1 and K_ * (N + NR) <= SHARE_MAX:
+        return _shared_b(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_, st,
+                         threads, pool)
+    # per-thread packing: a batch of products, or one whose B is too big to share
+    n = 1 if threads == 1 else max(threads, min(MAX_CHUNKS * threads,
+                                                nb * M * N * K_ // CHUNK_WORK))
+    if nb > 1 and nb >= n:  # whole products, n runs of consecutive ones, one call each
+        bounds = [nb * i // n for i in range(n + 1)]
+        tasks = [partial(_batch, spec, a, b, c, t0, t1, st)
+                 for t0, t1 in zip(bounds, bounds[1:])]
+    else:
+        rows = -(-M // (-(-n // nb) * MR)) * MR
+        tasks = [partial(_call, a + 4 * oa, b + 4 * ob, c + 4 * t * M * N, M, N, K_, m0,
+                         min(M, m0 + rows), st)
+                 for t, (oa, ob) in enumerate(zip(spec.a_off, spec.b_off))
+                 for m0 in range(0, M, rows)]
+    if len(tasks) == 1:
+        return tasks[0]()
+    _spread([tasks], threads, pool)
+
+
+def _batch(spec: GemmSpec, a, b, c, t0: int, t1: int, st):
+    """Products t0 <= t < t1 of a batch, on the calling thread's packing buffers."""
+    ba, bb = _bufs(spec.K, spec.N)
+    batch_fn()(a, b, c + 4 * t0 * spec.M * spec.N, spec.M, spec.N, spec.K, ba.ctypes.data,
+               bb.ctypes.data, *st, t1 - t0, spec.offs.ctypes.data + 16 * t0)

@@ -1,6 +1,7 @@
-"""The packed GEMM of the LLVM backend (backends/llvm_gemm.py) against numpy: odd sizes,
-edge tiles, several K blocks, batched and broadcast operands, fused epilogues, threads, and
-a training step whose matmuls run on it (thresholds lowered so small cases take the path)."""
+"""The packed GEMM of the LLVM backend (backends/llvm_gemm.py, llvm_gemm_ir.py) against
+numpy: odd sizes, edge tiles, several K blocks, batched and broadcast operands, operands
+copied because no view describes them, fused epilogues, threads, and a training step whose
+matmuls run on it (thresholds lowered so small cases take the path)."""
 import numpy as np
 import pytest
 
@@ -8,6 +9,7 @@ import graphc as gc
 
 L = pytest.importorskip("graphc.backends.llvm")
 from graphc.backends import llvm_gemm as G  # noqa: E402
+from graphc.backends.llvm_gemm_ir import sgemm  # noqa: E402
 
 
 @pytest.fixture
@@ -27,10 +29,10 @@ def test_sgemm_direct(M, K, N):
     rng = np.random.default_rng(M * 7 + K + N)
     a, b = _rand(rng, M, K), _rand(rng, K, N)
     c = np.full((M, N), np.nan, np.float32)
-    G.sgemm(a, b, c, 0, M)
+    sgemm(a, b, c, 0, M)
     np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4 * np.sqrt(K))
     c2 = np.full((M, N), 7.0, np.float32)  # a row range leaves the rest alone
-    G.sgemm(a, b, c2, M // 2, M)
+    sgemm(a, b, c2, M // 2, M)
     np.testing.assert_allclose(c2[M // 2:], (a @ b)[M // 2:], rtol=1e-4, atol=1e-4 * np.sqrt(K))
     assert (c2[:M // 2] == 7.0).all()
 
@@ -103,7 +105,7 @@ def test_transposed_operands(always_gemm, ta, tb):
     assert any(s.gemm is not None for s in f.lower(xs, ys).program.steps)
     np.testing.assert_allclose(f(xs, ys), x @ y - 1, rtol=1e-4, atol=1e-4)
     c = np.empty((37, 41), np.float32)
-    G.sgemm(xs.T if ta else xs, ys.T if tb else ys, c, 0, 37)  # strided views directly
+    sgemm(xs.T if ta else xs, ys.T if tb else ys, c, 0, 37)  # strided views directly
     np.testing.assert_allclose(c, x @ y, rtol=1e-4, atol=1e-4)
 
 
@@ -153,10 +155,47 @@ def test_view_operands_read_in_place(always_gemm, case):
     np.testing.assert_allclose(f(x, w), want, rtol=1e-4, atol=1e-4)
 
 
-def test_reshape_of_a_non_contiguous_view_keeps_the_loop_kernel(always_gemm):
-    rng = np.random.default_rng(3)
-    x, w = _rand(rng, 6, 8), _rand(rng, 12, 5)
-    fn = lambda x, w: gc.reshape(x[:, 2:], (3, 12)) @ w  # noqa: E731  (rows not evenly strided)
-    f = gc.compile(fn, backend="llvm")
-    assert all(s.gemm is None for s in f.lower(x, w).program.steps)
-    np.testing.assert_allclose(f(x, w), np.reshape(x[:, 2:], (3, 12)) @ w, rtol=1e-4, atol=1e-4)
+def _conv_weight(w):  # W2's conv weight as its matmul reads it: (16,6,5,5) -> (16, 25*6)
+    return gc.reshape(gc.transpose(gc.reshape(w, (1, 16, 6, 25)), (0, 1, 3, 2)), (16, 150))
+
+
+GATHER_CASES = {  # operands no strides describe (llvm_gemm.Gather): copied, then the GEMM
+    "reshape of a non-contiguous view": (lambda x, w: gc.reshape(x[:, 2:], (3, 12)) @ w,
+                                         ((6, 8), (12, 5)), "a"),
+    "conv weight (permuted reshape), broadcast over a batch":
+        (lambda w, x: _conv_weight(w) @ gc.reshape(x, (4, 150, 9)),
+         ((16, 6, 5, 5), (4, 150, 3, 3)), "a"),
+    "its transpose, the input gradient's operand":
+        (lambda w, x: gc.transpose(_conv_weight(w)) @ x, ((16, 6, 5, 5), (3, 16, 7)), "a"),
+    "B a permuted reshape": (lambda x, w: x @ gc.reshape(gc.transpose(w, (0, 2, 1)), (15, 4)),
+                             ((7, 15), (5, 4, 3)), "b"),
+}
+
+
+@pytest.mark.parametrize("case", list(GATHER_CASES))
+def test_operands_that_are_no_view_are_gathered(always_gemm, case):
+    fn, shapes, side = GATHER_CASES[case]
+    rng = np.random.default_rng(len(case))
+    x, w = (_rand(rng, *s) for s in shapes)
+    f = gc.compile(lambda x, w: fn(x, w) - 1.0, backend="llvm")
+    specs = [s.gemm for s in f.lower(x, w).program.steps if s.gemm is not None]
+    assert len(specs) == 1 and (specs[0].ga if side == "a" else specs[0].gb) is not None, case
+    want = gc.compile(lambda x, w: fn(x, w) - 1.0, backend="numpy")(x, w)
+    np.testing.assert_allclose(f(x, w), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("nb,M,K,N", [(64, 16, 100, 150), (3, 40, 20, 30), (5, 7, 9, 33)])
+def test_run_batches_over_threads(monkeypatch, threads, nb, M, K, N):
+    """A batch of products: runs of whole products per call (gc_sgemm_batch) when there are
+    more products than chunks, row chunks of each product otherwise."""
+    from graphc.backends.llvm import _pool
+    monkeypatch.setattr(G, "THREAD_WORK", 1)
+    monkeypatch.setattr(G, "CHUNK_WORK", 1000)
+    rng = np.random.default_rng(nb + M)
+    a, bt = _rand(rng, nb, M, K), _rand(rng, nb, N, K)   # B transposed: strided packing
+    c = np.full((nb, M, N), np.nan, np.float32)
+    spec = G.GemmSpec(0, 1, (K, 1), (1, K), M, N, K, [t * M * K for t in range(nb)],
+                      [t * N * K for t in range(nb)])
+    G.run(spec, [a.ctypes.data, bt.ctypes.data, c.ctypes.data], threads, _pool)
+    np.testing.assert_allclose(c, a @ bt.transpose(0, 2, 1), rtol=1e-4, atol=1e-4 * np.sqrt(K))
