@@ -21,13 +21,14 @@ from graphc.verify import verify
 PIPELINE: list[tuple[str, str, Callable[..., Graph]]] = [
     # (stage name, pass name, function)
     ("backward", "autodiff", lambda g, off: expand_grads(g)),   # grad markers -> backward graph
-    ("simplified", "simplify", lambda g, off: simplify(          # folding, identities, CSE, DCE
-        g, use_cse="cse" not in off, use_rules="rules" not in off)),
+    ("simplified", "simplify", lambda g, off: simplify(          # folding, identities, CSE, DCE,
+        g, use_cse="cse" not in off, use_rules="rules" not in off,  # sums of matmuls merged
+        use_merge="merge" not in off)),
     ("fused", "fusion", lambda g, off: fuse(g)),                 # ops grouped into kernels
     ("scheduled", "memory", lambda g, off: schedule(g)),         # kernel order, buffer plan
 ]
 STAGES = ("traced",) + tuple(name for name, _, _ in PIPELINE) + ("optimized",)
-PASSES = ("simplify", "rules", "cse", "fusion", "memory")  # what `passes=` can turn off
+PASSES = ("simplify", "rules", "cse", "merge", "fusion", "memory")  # what `passes=` can turn off
 
 
 def parse_passes(spec: str | None) -> frozenset[str]:

@@ -14,6 +14,7 @@ import numpy as np
 
 from graphc.ir import Graph, Node, apply, const, rebuild
 from graphc.ops import ELEMENTWISE, OPS, Op
+from graphc.passes.merge import merge
 from graphc.pattern import P, Rule, rewrite
 from graphc.types import broadcast_shapes
 
@@ -157,14 +158,20 @@ def cse(graph: Graph) -> Graph:
 
 
 def simplify(graph: Graph, log: list | None = None, use_cse: bool = True,
-             use_rules: bool = True) -> Graph:
-    """The `simplified` stage: rules and CSE, alternated until neither changes the graph."""
+             use_rules: bool = True, use_merge: bool = True) -> Graph:
+    """The `simplified` stage: rules, CSE and the merging of sums of contractions
+    (graphc/passes/merge.py), alternated until none changes the graph. Merging runs after
+    CSE, whose shared nodes it must see to know which terms have no other use."""
     for _ in range(4):
         before = [id(n) for n in graph.nodes]
         if use_rules:
             graph = rewrite(graph, RULES, log)
         if use_cse:
             graph = cse(graph)
+        if use_merge:
+            graph = merge(graph, log)
+            if use_cse:
+                graph = cse(graph)
         if [id(n) for n in graph.nodes] == before:
             break
     return graph
