@@ -8,6 +8,11 @@ all of B once into a shared buffer (parts of its slivers taken like chunks), the
 row chunks against it (gc_sgemm with packed=1: block (jc, pc) at jc*K + pc*ncp). A batch of
 products runs in runs of whole products, one gc_sgemm_batch call each, or, with fewer
 products than chunks, in row chunks of each product with per-thread packing.
+
+Skinny single products take other paths: A rows and B columns both contiguous along K with
+M x N small (a conv weight gradient) run as dot products split over K (backends/
+llvm_gemm_dot.py; A may be a conv's dY read in K segments, `seg_view`); a small M with B's
+rows contiguous reads B in place (gc_sgemm packed=2, `_direct`) in column chunks.
 """
 from __future__ import annotations
 
@@ -23,6 +28,8 @@ from graphc import kernel as K
 from graphc.ops import OPS, Op
 from graphc.types import DType
 
+from graphc.backends import llvm_gemm_dot as D
+from graphc.backends.llvm_gemm_dot import NOSEG
 from graphc.backends.llvm_gemm_ir import (KC, MC, MR, NC, NR, _aligned, batch_fn, packb_fn,
                                           sgemm_fn)
 
@@ -45,6 +52,8 @@ class GemmSpec:
 
     ga: "Gather | None" = None  # an operand that is no view: materialised per call
     gb: "Gather | None" = None
+    seg_a: tuple = (NOSEG, 0)   # A's K axis in segments (la, ss): A[i, k] at i*sa[0] +
+                                # (k // la)*ss + k % la (`D.seg_view`; the dot path only)
 
     def __post_init__(self):  # the offsets as gc_sgemm_batch reads them: [a_off, b_off] pairs
         self.offs = np.array([self.a_off, self.b_off], np.int64).T.copy()
@@ -167,6 +176,13 @@ def plan(node, kernel: K.Kernel):
         return None
     va, vb = _view(a, ins), _view(b, ins)
     ga = gb = None
+    seg = (NOSEG, 0)
+    if (va is None and vb is not None and vb[3][-2] == 1 and len(a.shape) == 2
+            and len(b.shape) == 2):
+        got = D.seg_view(a, ins, _view)  # a conv's dY read in place by the dot path
+        if (got is not None and got[1][0] >= D.SEG_MIN
+                and D.dot_shape(a.shape[0], b.shape[-1], a.shape[1])):
+            va, seg = got
     if va is None:  # no view: a copy made per call (Gather), read contiguous
         if _expr(a, ins, []) is None:
             return None
@@ -194,7 +210,7 @@ def plan(node, kernel: K.Kernel):
         return np.broadcast_to(idx, batch).reshape(nb).tolist()
     spec = GemmSpec(-1 if ga else ins.index(va[0]), -1 if gb else ins.index(vb[0]),
                     tuple(va[3][-2:]), tuple(vb[3][-2:]), M, N, KK, offsets(va), offsets(vb),
-                    ga, gb)
+                    ga, gb, seg)
     return spec, (None if epi is None else replace(kernel, body=epi))
 
 
@@ -213,7 +229,7 @@ def _bufs(K_: int, N: int):
 
 def _call(a, b, c, M, N, K_, m0, m1, strides):
     ba, bb = _bufs(K_, N)
-    sgemm_fn()(a, b, c, M, N, K_, m0, m1, ba.ctypes.data, bb.ctypes.data, *strides, 0)
+    sgemm_fn()(a, b, c, M, N, K_, m0, m1, ba.ctypes.data, bb.ctypes.data, *strides, 0, N)
 
 
 SHARE_B = True     # multi-threaded single GEMMs: pack B once, shared by all threads
@@ -300,7 +316,8 @@ def _shared_b(a, b, c, M, N, K_, st, threads, pool):
     fn = sgemm_fn()
 
     def chunk(m0):  # on whichever thread takes it: that thread's A buffer
-        fn(a, b, c, M, N, K_, m0, min(M, m0 + rows), _bufs(K_, N)[0].ctypes.data, out, *st, 1)
+        fn(a, b, c, M, N, K_, m0, min(M, m0 + rows), _bufs(K_, N)[0].ctypes.data, out, *st, 1,
+           N)
     _spread([pack, [partial(chunk, m0) for m0 in range(0, M, rows)]], threads, pool)
 
 
@@ -312,9 +329,18 @@ def run(spec: GemmSpec, ptrs: list[int], threads: int, pool):
     a = ga.ctypes.data if ga is not None else ptrs[spec.ia]
     b = gb.ctypes.data if gb is not None else ptrs[spec.ib]
     c = ptrs[-1]
-    nb = len(spec.a_off)
-    threads = max(1, min(threads, nb * M * N * K_ // THREAD_WORK, nb * -(-M // MR)))
+    nb, asked = len(spec.a_off), threads
+    work = nb * M * N * K_ // THREAD_WORK
+    threads = max(1, min(asked, work, nb * -(-M // MR)))
     st = spec.sa + spec.sb
+    if spec.seg_a[0] != NOSEG or (D.DOT and nb == 1 and spec.sa[1] == 1 and spec.sb[0] == 1
+                                  and D.dot_shape(M, N, K_)):
+        return D.run_dot(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_,
+                         spec.sa[0], spec.sb[1], spec.seg_a, max(1, min(asked, work)),
+                         partial(_spread, pool=pool))
+    if DIRECT and nb == 1 and st[3] == 1 and M <= DIRECT_MAX_M and K_ <= DIRECT_MAX_K:
+        return _direct(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_, st,
+                       max(1, min(asked, work, -(-N // NR))), pool)
     if threads > 1 and SHARE_B and nb == 1 and K_ * (N + NR) <= SHARE_MAX:
         return _shared_b(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_, st,
                          threads, pool)
@@ -341,3 +367,28 @@ def _batch(spec: GemmSpec, a, b, c, t0: int, t1: int, st):
     ba, bb = _bufs(spec.K, spec.N)
     batch_fn()(a, b, c + 4 * t0 * spec.M * spec.N, spec.M, spec.N, spec.K, ba.ctypes.data,
                bb.ctypes.data, *st, t1 - t0, spec.offs.ctypes.data + 16 * t0)
+
+
+DIRECT = True      # B with contiguous rows read in place by gc_sgemm (packed=2) when M is
+DIRECT_MAX_M = 3 * MR  # at most this: few row slivers reuse each B sliver (W2: 6 x 50176 x 25
+                       # 0.63 -> 0.43 ms, 16 x 6400 x 150 0.60 -> 0.48; 48 x 4096 x 64 0.42 ->
+                       # 0.61, 150 x 6400 x 16 0.46 -> 0.53: there packing pays) ...
+DIRECT_MAX_K = 256     # ... and K at most this (a sliver's kc rows stay in L1 between uses;
+                       # 6 x 4096 x 1024: 3.8 -> 4.5 ms)
+
+
+def _direct(a, b, c, M, N, K_, st, threads: int, pool):
+    """C = A @ B with B read in place, in column chunks over threads (packing B would cost a
+    pass over all of it for the few times each element is used: W2's 6 x 50176 x 25)."""
+    n = 1 if threads == 1 else max(threads, min(MAX_CHUNKS * threads, M * N * K_ // CHUNK_WORK))
+    cols = -(-N // (n * NR)) * NR
+    fn = sgemm_fn()
+
+    def chunk(n0):  # this thread's A buffer, its B buffer for an edge sliver
+        ba, bb = _bufs(K_, NR)
+        fn(a, b + 4 * n0, c + 4 * n0, M, min(N, n0 + cols) - n0, K_, 0, M, ba.ctypes.data,
+           bb.ctypes.data, *st, 2, N)
+    tasks = [partial(chunk, n0) for n0 in range(0, N, cols)]
+    if len(tasks) == 1:
+        return tasks[0]()
+    _spread([tasks], threads, pool)

@@ -5,7 +5,9 @@ points (plan and threads: backends/llvm_gemm.py):
                                          operand packs as well), C: M x N row-major contiguous
 
     for jc in 0..N step NC:                 B panel K-block x NC, packed into 16-column slivers
-      for pc in 0..K step KC:               (k-major, zero-padded; packed=1: already done)
+      for pc in 0..K step KC:               (k-major, zero-padded; packed=1: already done;
+                                             packed=2: B read in place, its rows contiguous,
+                                             only an edge sliver packed)
         pack B[pc:pc+kc, jc:jc+nc]
         for ic in m0..m1 step MC:           A block MC x KC, packed into 6-row slivers
           pack A[ic:ic+mc, pc:pc+kc]
@@ -14,7 +16,7 @@ points (plan and threads: backends/llvm_gemm.py):
               6x16 micro-kernel: 12 <8 x float> accumulators in registers, per k one
               broadcast of each of 6 A values and 2 vector loads of B, 12 llvm.fma.v8f32;
               C tile += (or = for the first k block) the result; edge tiles go through a
-              6x16 scratch tile
+              6x16 scratch tile (C's row stride: ldc)
 
 gc_sgemm runs that for rows m0..m1; gc_pack_b packs a block of B (run() shares one packed B
 between threads); gc_sgemm_batch runs gc_sgemm for a run of products of a batch in one call.
@@ -140,9 +142,10 @@ def _module_text() -> str:
     b.ret_void()
 
     # ---- micro-kernel: C (ldc) [+]= Ap (kc x MR) * Bp (kc x NR) ----
-    uk, b = func("gc_ukernel", [fp, fp, fp, i64, i64, i1], ["Ap", "Bp", "C", "ldc", "kc", "beta"])
+    uk, b = func("gc_ukernel", [fp, fp, fp, i64, i64, i1, i64],
+                 ["Ap", "Bp", "C", "ldc", "kc", "beta", "ldb"])
     uk.attributes.add("alwaysinline")
-    Ap, Bp, C, ldc, kc, beta = uk.args
+    Ap, Bp, C, ldc, kc, beta, ldb = uk.args
     vp = v8.as_pointer()
     zero = ir.Constant(v8, [0.0] * 8)
     undef = ir.Constant(v8, ir.Undefined)
@@ -166,7 +169,7 @@ def _module_text() -> str:
         a.add_incoming(zero, entry)
     b.cbranch(b.icmp_signed("<", k, kc), body, done)
     b.position_at_end(body)
-    bv = [b.load(b.bitcast(b.gep(Bp, [b.add(b.mul(k, c64(NR)), c64(8 * h))]), vp), align=4)
+    bv = [b.load(b.bitcast(b.gep(Bp, [b.add(b.mul(k, ldb), c64(8 * h))]), vp), align=4)
           for h in range(2)]
     new = []
     for r in range(MR):
@@ -180,19 +183,24 @@ def _module_text() -> str:
     k.add_incoming(b.add(k, c64(1)), body)
     b.branch(cond)
     b.position_at_end(done)
-    for r in range(MR):
-        for h in range(2):
-            p = b.bitcast(b.gep(C, [b.add(b.mul(c64(r), ldc), c64(8 * h))]), vp)
-            old = b.select(beta, b.load(p, align=4), zero)
-            b.store(b.fadd(old, accs[2 * r + h]), p, align=4)
+    cps = [b.bitcast(b.gep(C, [b.add(b.mul(c64(r), ldc), c64(8 * h))]), vp)
+           for r in range(MR) for h in range(2)]
+    with b.if_else(beta) as (then, other):  # a branch: C is not read when overwritten (K < KC:
+        with then:                          # W2's 150x6400x16 product read its 3.8 MB C)
+            for p, a in zip(cps, accs):
+                b.store(b.fadd(b.load(p, align=4), a), p, align=4)
+        with other:
+            for p, a in zip(cps, accs):
+                b.store(a, p, align=4)
     b.ret_void()
 
     # ---- driver ----
-    sg, b = func("gc_sgemm", [fp, fp, fp, i64, i64, i64, i64, i64, fp, fp] + [i64] * 5,
+    sg, b = func("gc_sgemm", [fp, fp, fp, i64, i64, i64, i64, i64, fp, fp] + [i64] * 6,
                  ["A", "B", "C", "M", "N", "K", "m0", "m1", "bufA", "bufB",
-                  "rsa", "csa", "rsb", "csb", "packed"])
-    A, B, C, M, N, K, m0, m1, bufA, bufB, rsa, csa, rsb, csb, packed = sg.args
-    prepacked = b.icmp_signed("!=", packed, c64(0))
+                  "rsa", "csa", "rsb", "csb", "packed", "ldc"])
+    A, B, C, M, N, K, m0, m1, bufA, bufB, rsa, csa, rsb, csb, packed, ldc = sg.args
+    prepacked = b.icmp_signed("==", packed, c64(1))
+    direct = b.icmp_signed("==", packed, c64(2))
     with b.goto_entry_block():
         tile = b.alloca(ir.ArrayType(f32, MR * NR), name="tile")
     tp = b.bitcast(tile, fp)
@@ -203,7 +211,7 @@ def _module_text() -> str:
         def pc_body(pc):
             kc = smin(b, c64(KC), b.sub(K, pc))
             first = b.icmp_signed("!=", pc, c64(0))
-            with b.if_then(b.not_(prepacked)):
+            with b.if_then(b.icmp_signed("==", packed, c64(0))):
                 b.call(pb, [b.gep(B, [b.add(b.mul(pc, rsb), b.mul(jc, csb))]), rsb, csb, kc,
                             nc, bufB])
             # prepacked: bufB holds all of B packed, block (jc, pc) at jc*K + pc*ncp
@@ -218,29 +226,45 @@ def _module_text() -> str:
                 def jr_body(jr):
                     nr = smin(b, c64(NR), b.sub(nc, jr))
                     bsl = b.gep(bB, [b.mul(jr, kc)])
+                    ldb = c64(NR)
+                    pre = b.block
+                    with b.if_then(direct):  # B in place (csb == 1), an edge sliver packed
+                        at = b.gep(B, [b.add(b.mul(pc, rsb), b.add(jc, jr))])
+                        with b.if_then(b.icmp_signed("<", nr, c64(NR))):
+                            b.call(pb, [at, rsb, csb, kc, nr, bufB])
+                        edge = b.icmp_signed("<", nr, c64(NR))
+                        dsl = b.select(edge, bufB, at)
+                        dld = b.select(edge, c64(NR), rsb)
+                        post = b.block
+                    bsl_, ldb_ = b.phi(fp), b.phi(i64)
+                    bsl_.add_incoming(bsl, pre)
+                    bsl_.add_incoming(dsl, post)
+                    ldb_.add_incoming(ldb, pre)
+                    ldb_.add_incoming(dld, post)
+                    bsl, ldb = bsl_, ldb_
 
                     def ir_body(ir_):
                         mr = smin(b, c64(MR), b.sub(mc, ir_))
                         asl = b.gep(bufA, [b.mul(ir_, kc)])
-                        cp = b.gep(C, [b.add(b.mul(b.add(ic, ir_), N), b.add(jc, jr))])
+                        cp = b.gep(C, [b.add(b.mul(b.add(ic, ir_), ldc), b.add(jc, jr))])
                         full = b.and_(b.icmp_signed("==", mr, c64(MR)),
                                       b.icmp_signed("==", nr, c64(NR)))
                         with b.if_else(full) as (then, other):
                             with then:
-                                b.call(uk, [asl, bsl, cp, N, kc, first])
+                                b.call(uk, [asl, bsl, cp, ldc, kc, first, ldb])
                             with other:  # edge: through the scratch tile
                                 def copy(to_tile):
                                     def rr(r):
                                         def cc(c):
                                             t = b.gep(tp, [b.add(b.mul(r, c64(NR)), c)])
-                                            x = b.gep(cp, [b.add(b.mul(r, N), c)])
+                                            x = b.gep(cp, [b.add(b.mul(r, ldc), c)])
                                             src, dst = (x, t) if to_tile else (t, x)
                                             b.store(b.load(src), dst)
                                         loop(b, sg, c64(0), nr, 1, cc, "cc")
                                     loop(b, sg, c64(0), mr, 1, rr, "rr")
                                 with b.if_then(first):
                                     copy(True)
-                                b.call(uk, [asl, bsl, tp, c64(NR), kc, first])
+                                b.call(uk, [asl, bsl, tp, c64(NR), kc, first, ldb])
                                 copy(False)
                     loop(b, sg, c64(0), mc, MR, ir_body, "ir")
                 loop(b, sg, c64(0), nc, NR, jr_body, "jr")
@@ -261,7 +285,7 @@ def _module_text() -> str:
         oa = b.load(b.gep(offs, [b.mul(t, c64(2))]))
         ob = b.load(b.gep(offs, [b.add(b.mul(t, c64(2)), c64(1))]))
         b.call(sg, [b.gep(A, [oa]), b.gep(B, [ob]), b.gep(C, [b.mul(t, b.mul(M, N))]), M, N, K,
-                    c64(0), M, bufA, bufB, rsa, csa, rsb, csb, c64(0)])
+                    c64(0), M, bufA, bufB, rsa, csa, rsb, csb, c64(0), N])
     loop(b, bt, c64(0), nb, 1, bt_body, "t")
     b.ret_void()
     return str(m)
@@ -275,7 +299,7 @@ def sgemm_fn():
                                True)  # unrolled
         _FN.append(ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 3, *[ctypes.c_int64] * 5,
                                     ctypes.c_void_p, ctypes.c_void_p,
-                                    *[ctypes.c_int64] * 5)(addrs["gc_sgemm"]))
+                                    *[ctypes.c_int64] * 6)(addrs["gc_sgemm"]))
         _FN.append(info)  # keeps the engine alive
         _FN.append(ctypes.CFUNCTYPE(None, ctypes.c_void_p, *[ctypes.c_int64] * 4,
                                     ctypes.c_void_p)(addrs["gc_pack_b"]))
@@ -312,12 +336,13 @@ def _aligned(n: int) -> np.ndarray:
     return raw[skip:skip + n]
 
 
-def sgemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, m0: int, m1: int, bufs=None):
+def sgemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, m0: int, m1: int, bufs=None,
+          mode: int = 0):
     """c[m0:m1] = a[m0:m1] @ b for 2-D float32 arrays, a and b with any element strides, c
-    C-contiguous (a testing entry point)."""
+    C-contiguous (a testing entry point); mode 2 reads B in place (its columns contiguous)."""
     M, K = a.shape
     N = b.shape[1]
     ba, bb = bufs or buffers(K, N)
     st = [s // 4 for s in a.strides + b.strides]
     sgemm_fn()(a.ctypes.data, b.ctypes.data, c.ctypes.data, M, N, K, m0, m1,
-               ba.ctypes.data, bb.ctypes.data, *st, 0)
+               ba.ctypes.data, bb.ctypes.data, *st, mode, N)

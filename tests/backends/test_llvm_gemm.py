@@ -1,7 +1,8 @@
 """The packed GEMM of the LLVM backend (backends/llvm_gemm.py, llvm_gemm_ir.py) against
 numpy: odd sizes, edge tiles, several K blocks, batched and broadcast operands, operands
 copied because no view describes them, fused epilogues, threads, and a training step whose
-matmuls run on it (thresholds lowered so small cases take the path)."""
+matmuls run on it (thresholds lowered so small cases take the path); the skinny paths: dot
+products for K-contiguous operands (llvm_gemm_dot.py) and B read in place."""
 import numpy as np
 import pytest
 
@@ -199,3 +200,86 @@ def test_run_batches_over_threads(monkeypatch, threads, nb, M, K, N):
                       [t * N * K for t in range(nb)])
     G.run(spec, [a.ctypes.data, bt.ctypes.data, c.ctypes.data], threads, _pool)
     np.testing.assert_allclose(c, a @ bt.transpose(0, 2, 1), rtol=1e-4, atol=1e-4 * np.sqrt(K))
+
+
+# ---- skinny products: dot products for K-contiguous operands, B read in place ----
+from graphc.backends import llvm_gemm_dot as D  # noqa: E402
+from graphc.backends.llvm_gemm_dot import DM, DN, sdot  # noqa: E402
+
+
+@pytest.mark.parametrize("M,N,K,chunks", [(6, 25, 5000, 1), (16, 150, 1030, 1), (1, 1, 1, 1),
+                                          (3, 7, 13, 1), (DM + 1, DN + 2, 2500, 3),
+                                          (7, 9, 520, 2)])
+def test_sdot_direct(M, N, K, chunks):
+    """gc_sdot + gc_sdot_sum: edge tiles (M, N not multiples of the register tile), a K tail
+    not a multiple of 8 (masked loads), K split into chunks, several K blocks."""
+    rng = np.random.default_rng(M * 31 + N + K)
+    a = _rand(rng, M, K + 3)[:, :K]   # rows contiguous, row stride != K
+    bt = _rand(rng, N, K)
+    c = np.full((M, N), np.nan, np.float32)
+    sdot(a, bt, c, chunks)
+    np.testing.assert_allclose(c, a @ bt.T, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("M,N,K", [(6, 25, 5003), (16, 150, 6400), (5, 3, 9000)])
+def test_run_dot_path(monkeypatch, threads, M, N, K):
+    """run() takes the dot path for A rows and B columns contiguous along K (a conv weight
+    gradient), split over K on several threads; with DOT off the packed GEMM agrees."""
+    from graphc.backends.llvm import _pool
+    monkeypatch.setattr(G, "THREAD_WORK", 1)
+    monkeypatch.setattr(D, "DOT_CHUNK", 1000)
+    rng = np.random.default_rng(M + N + K)
+    a, bt = _rand(rng, M, K), _rand(rng, N, K)
+    spec = G.GemmSpec(0, 1, (K, 1), (1, K), M, N, K, [0], [0])
+    calls = []
+    monkeypatch.setattr(D, "run_dot", lambda *a, f=D.run_dot: calls.append(1) or f(*a))
+    for dot in (True, False):
+        monkeypatch.setattr(D, "DOT", dot)
+        c = np.full((M, N), np.nan, np.float32)
+        G.run(spec, [a.ctypes.data, bt.ctypes.data, c.ctypes.data], threads, _pool)
+        np.testing.assert_allclose(c, a @ bt.T, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("M,K,N", [(6, 25, 5000), (16, 150, 1030), (1, 7, 40), (13, 256, 33)])
+def test_run_b_read_in_place(monkeypatch, threads, M, K, N):
+    """Small M, B's rows contiguous: gc_sgemm reads B in place (packed=2), in column chunks
+    over threads, an edge sliver (N not a multiple of 16) packed; B a row slice of a wider
+    array (row stride != N)."""
+    from graphc.backends.llvm import _pool
+    monkeypatch.setattr(G, "THREAD_WORK", 1)
+    monkeypatch.setattr(G, "CHUNK_WORK", 1000)
+    rng = np.random.default_rng(M + K + N)
+    a, bw = _rand(rng, M, K), _rand(rng, K, N + 5)
+    calls = []
+    monkeypatch.setattr(G, "_direct", lambda *a, f=G._direct: calls.append(1) or f(*a))
+    c = np.full((M, N), np.nan, np.float32)
+    spec = G.GemmSpec(0, 1, (K, 1), (N + 5, 1), M, N, K, [0], [0])
+    G.run(spec, [a.ctypes.data, bw.ctypes.data, c.ctypes.data], threads, _pool)
+    np.testing.assert_allclose(c, a @ bw[:, :N], rtol=1e-4, atol=1e-4 * np.sqrt(K))
+    assert calls == [1]
+    c2 = np.full((M, N), np.nan, np.float32)
+    sgemm(a, bw[:, :N], c2, 0, M, mode=2)
+    np.testing.assert_allclose(c2, a @ bw[:, :N], rtol=1e-4, atol=1e-4 * np.sqrt(K))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("n,c,hw,k", [(4, 3, 12, 5), (6, 16, 10, 7)])
+def test_conv_weight_gradient_reads_dy_in_place(always_gemm, monkeypatch, threads, n, c, hw, k):
+    """dY (n, c, h, w) permuted to (c, n*h*w) @ cols^T: A is read in segments of h*w by the
+    dot path (llvm_gemm_dot.seg_view), not copied (no Gather); h*w = 100 leaves a masked tail
+    in every segment."""
+    monkeypatch.setattr(G, "THREAD_WORK", 1)
+    monkeypatch.setattr(D, "DOT_CHUNK", 64)
+    monkeypatch.setattr(D, "SEG_MIN", 64)
+    rng = np.random.default_rng(n * c)
+    dy, cols = _rand(rng, n, c, hw, hw), _rand(rng, k, n * hw * hw)
+    fn = lambda dy, cols: gc.reshape(gc.transpose(dy, (1, 0, 2, 3)),  # noqa: E731
+                                     (c, n * hw * hw)) @ gc.transpose(cols) + 1.0
+    f = gc.compile(fn, backend=L.LLVMBackend(threads=threads))
+    specs = [s.gemm for s in f.lower(dy, cols).program.steps if s.gemm is not None]
+    assert len(specs) == 1 and specs[0].ga is None and specs[0].seg_a == (hw * hw, c * hw * hw)
+    want = dy.transpose(1, 0, 2, 3).reshape(c, -1) @ cols.T + 1.0
+    np.testing.assert_allclose(f(dy, cols), want, rtol=1e-4, atol=1e-3)
