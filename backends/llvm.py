@@ -15,15 +15,20 @@ backends/llvm_gemm.py (a packed 6x16 FMA GEMM that big float32 matmul kernels ru
 elementwise epilogue after it), backends/llvm_cache.py (compiled object code cached in memory
 and on disk, `$GRAPHC_CACHE_DIR` or ~/.cache/graphc; `program.compile_info` tells where the
 code came from and how long each phase took), backends/llvm_runtime.py (calling the kernels:
-threads, the arena, argument addresses). Before code generation each kernel's loops are
-partitioned where a pad/concat bounds check changes (`graphc.kernel_sched.partition`).
+threads, the arena, argument addresses), backends/llvm_driver.py (runs of kernels called by
+one native function), backends/llvm_loops.py (loop metadata: the one-row matmul's output
+row kept in registers). Before code generation each kernel's loops are
+partitioned where a pad/concat bounds check changes (`graphc.kernel_sched.partition`),
+nests that walk memory contiguously become one loop (`graphc.kernel_layout.collapse`: LLVM
+leaves loops of fewer than 16 iterations scalar), and an in-place kernel reads its dying
+input through its output's name, so its pointers can be `noalias` (`llvm_runtime.in_place`).
 """
 from __future__ import annotations
 
 import os
 import time
 
-from graphc import kernel as K, kernel_sched
+from graphc import kernel as K, kernel_layout, kernel_sched
 from graphc.errors import BackendError, NoRuleError
 from graphc.ir import Graph, Node, register_internal_dir
 from graphc.lower import as_kernels, lower_kernel
@@ -34,9 +39,10 @@ from graphc.types import DType
 register_internal_dir(__file__)
 from graphc.backends.llvm_cache import _MEMORY as _COMPILED  # noqa: E402  (key -> compiled module)
 from graphc.backends.llvm_math import F32 as F32_MATH  # noqa: E402
+from graphc.backends.llvm_loops import register_row, row_loop_id  # noqa: E402
 
 from graphc.backends.llvm_runtime import (  # noqa: E402,F401  (the runtime, re-exported)
-    PARALLEL_MIN_WORK, LLVMProgram, _pool, _separate, _Step)
+    PARALLEL_MIN_WORK, LLVMProgram, _pool, _separate, _Step, in_place)
 
 
 # ---- types and the op tables ------------------------------------------------------------------------
@@ -221,7 +227,9 @@ class _Codegen:
                 self.vars[s.var] = i
                 self.stmts(s.body)
                 i.add_incoming(b.add(i, self.const(1, self.i64), flags=("nsw",)), b.block)
-                b.branch(cond)
+                latch = b.branch(cond)
+                if register_row(s):  # a row accumulated over the enclosing loop (llvm_loops.py)
+                    latch.set_metadata("llvm.loop", row_loop_id(self.module))
                 b.position_at_end(done)
             elif isinstance(s, K.Store):
                 v = self.value(s.value)
@@ -448,7 +456,7 @@ class LLVMBackend:
 
     def render(self, graph: Graph, nodes, kernels) -> tuple[str, str]:
         """(the LLVM module text, .source: that text annotated with the kernel IR and nodes)."""
-        separate = frozenset(k.name for n, k in zip(nodes, kernels) if _separate(n))
+        separate = frozenset(k.name for n, k in zip(nodes, kernels) if _separate(n, k))
         module = build_module(kernels, graph.name, self.fast_math, separate)
         text = str(module)
         src = text
@@ -471,6 +479,11 @@ class LLVMBackend:
                     gemms[i], kernels[i] = p
         if self.partition:  # fold concat/pad selects per piece (graphc.kernel_sched)
             kernels = [k if k is None else kernel_sched.partition(k) for k in kernels]
+        # contiguous loop pairs as one loop, so short rows vectorise (kernel_layout.collapse);
+        # matmul kernels keep the loop shape the GEMV/GEMM paths expect
+        kernels = [k if k is None or k.kind == "matmul" else kernel_layout.collapse(k)
+                   for k in kernels]
+        kernels = [k if k is None else in_place(n, k) for n, k in zip(nodes, kernels)]
         compiled = [k for k in kernels if k is not None]
         cnodes = [n for n, k in zip(nodes, kernels) if k is not None]
         text, source = self.render(graph, cnodes, compiled)

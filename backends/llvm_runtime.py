@@ -1,6 +1,7 @@
 """The LLVM backend's runtime: a compiled program's kernel calls (`_Step`: a loop kernel split
 over threads, or the packed GEMM then its epilogue) and the program (`LLVMProgram`): argument
-checks, the per-call arena, and each kernel argument's address planned once.
+checks, the arena, each kernel argument's address planned once, and runs of kernels called
+by one native driver function (backends/llvm_driver.py).
 
 Threads: a kernel whose loops do at least PARALLEL_MIN_WORK iterations splits its parallel
 (outermost) loop into one chunk per thread of a shared pool; ctypes releases the GIL for the
@@ -10,17 +11,20 @@ from __future__ import annotations
 
 import ctypes
 import os
+from ctypes import c_void_p as _c_void_p
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from graphc import kernel as K
+from graphc import kernel as K, kernel_layout
+from graphc.backends import llvm_driver
 from graphc.interpret import check_args
 from graphc.ir import Graph, Node, register_internal_dir
 from graphc.ops import Op
 
 register_internal_dir(__file__)
 
+DRIVERS = True   # runs of loop kernels called by one native driver (backends/llvm_driver.py)
 PARALLEL_MIN_WORK = 1 << 20   # loop iterations (all levels) below which a kernel runs on one thread:
 # handing a chunk to a pool thread costs ~50 us here, more than a 400K-iteration GEMV (batch-1
 # inference: 64 us on one thread, 115 us split over two)
@@ -34,14 +38,81 @@ def _arena_range(n: Node):
     return (off, off + n.type.nbytes) if off >= 0 else None
 
 
-def _separate(n: Node) -> bool:
-    """True when kernel n's output overlaps none of its inputs in memory (not written in
-    place over a dying input by the memory plan): then its pointers may be `noalias`."""
+def _separate(n: Node, kernel: K.Kernel | None = None) -> bool:
+    """True when kernel n's output overlaps none of the inputs it reads in memory (not
+    written in place over a dying input by the memory plan, or reading that input only
+    through the output's name: `in_place`): then its pointers may be `noalias`."""
     out = _arena_range(n)
     if out is None:
         return True
+    read = None if kernel is None else _reads(kernel)
     return all(r is None or r[1] <= out[0] or out[1] <= r[0]
-               for r in map(_arena_range, n.inputs))
+               or (read is not None and f"in{j}" not in read)
+               for j, r in enumerate(map(_arena_range, n.inputs)))
+
+
+def in_place(n: Node, kernel: K.Kernel) -> K.Kernel:
+    """The kernel reading each input that the memory plan put exactly where n's output goes
+    (rule M3, in place) through the output buffer instead (kernel_layout.redirect), so that
+    `_separate` holds and LLVM vectorises without a runtime overlap check."""
+    out = _arena_range(n)
+    if out is None:
+        return kernel
+    for j, i in enumerate(n.inputs):
+        if _arena_range(i) == out and i.type.nbytes == n.type.nbytes:
+            kernel = kernel_layout.redirect(kernel, f"in{j}", "out")
+    return kernel
+
+
+def _reads(kernel: K.Kernel) -> set[str]:
+    """Names of the buffers a kernel loads from."""
+    names, stack = set(), []
+
+    def walk(body):
+        for s in body:
+            if isinstance(s, K.Loop):
+                walk(s.body)
+            elif hasattr(s, "value"):
+                stack.append(s.value)
+    walk(kernel.body)
+    while stack:
+        v = stack.pop()
+        if isinstance(v, K.Load):
+            names.add(v.buffer.name)
+        stack.extend(K.operands(v))
+    return names
+
+
+def _data_field() -> int | None:
+    """Where an ndarray object keeps its data pointer, in bytes from the object's start:
+    numpy's PyArrayObject is the Python object header, then `char *data` (ndarraytypes.h;
+    PyArray_BYTES reads it). Checked against `.ctypes.data` here; None if it disagrees."""
+    at = object.__basicsize__
+    probes = (np.arange(4.0), np.arange(4.0)[1:], np.empty((3, 2), np.float32).T, np.array(1))
+    try:
+        ok = all(_c_void_p.from_address(id(a) + at).value == a.ctypes.data for a in probes)
+    except (ValueError, OSError):
+        ok = False
+    return at if ok else None
+
+
+_DATA_AT = _data_field()
+
+
+def address(a: np.ndarray) -> int:
+    """The data address of an array: read from the array object itself (`_data_field`),
+    0.25 us here, where `a.ctypes.data` takes 1.8 us (it builds a ctypes helper object) and
+    ctypes' `c_char.from_buffer` 0.8 us; a call needs one per input and output."""
+    if _DATA_AT is None:
+        return a.ctypes.data
+    return _c_void_p.from_address(id(a) + _DATA_AT).value or 0  # (None: a NULL pointer)
+
+
+def addresses(arrays) -> list[int]:
+    """`address` of each array."""
+    if _DATA_AT is None:
+        return [a.ctypes.data for a in arrays]
+    return [_c_void_p.from_address(id(a) + _DATA_AT).value or 0 for a in arrays]
 
 
 def _pool():
@@ -66,6 +137,7 @@ class _Step:
     def __init__(self, node: Node, kernel: K.Kernel | None, addr: int | None, threads: int,
                  gemm=None):
         self.node, self.kernel, self.gemm, self.threads = node, kernel, gemm, threads
+        self.addr = addr
         buf = node.attrs.get("buffer", -1)
         # view kernels copy (the plan lets them alias their source: we never write there)
         self.offset = buf if node.attrs["kind"] != "view" else -1
@@ -100,13 +172,20 @@ class _Step:
 class LLVMProgram:
     """A compiled graph. Calling it checks the arguments (count, shape, dtype); inputs that
     are not C-contiguous (e.g. a transposed array) are copied to contiguous memory first.
-    Intermediates live in one arena per call laid out by the `scheduled` stage's plan.
+    Intermediates live in an arena laid out by the `scheduled` stage's plan; a call hands
+    it on to the next one (unless an output is a view into it), so it is allocated once.
 
     Every kernel argument's address is planned once, here, as (base, byte offset): base 0 is
     the call's arena, then the inputs, then the buffers a call allocates (outputs outside the
     arena, view copies), then the constants. A call then only adds integers per kernel
     argument: building numpy views and asking each for `.ctypes.data` cost ~40 us per
-    kernel, more than W3's small LSTM kernels themselves (518 kernels per step)."""
+    kernel, more than W3's small LSTM kernels themselves (518 kernels per step).
+
+    Per call, batch-1 inference (W5 b1: 7 inputs, 3 kernels) spent ~37 us of CPU time here
+    besides the kernels (median, interleaved with the kernels called alone); now ~8: the
+    inputs are checked inline (`_inputs`), addresses read from the array objects
+    (`address`), the arena and the base-address array reused, and the 3 kernels are one
+    driver call."""
 
     def __init__(self, graph: Graph, steps: list[_Step], source: str, kernels: list[K.Kernel],
                  module_text: str):
@@ -137,20 +216,88 @@ class LLVMProgram:
         self.args = [[self.where[id(i)] for i in s.node.inputs] + [self.where[id(s.node)]]
                      for s in steps]
         self.const_ptrs = [c.ctypes.data for c in self.consts]
+        self.expect = [(n.shape, np.dtype(n.dtype.np)) for n in graph.inputs]
+        self.plan = self._plan()
+        self.owned_types = [(n.shape, n.dtype.np) for n in self.owned]
+        self.nbase = 1 + len(graph.inputs) + len(self.owned) + len(self.consts)
+        # when every output is a buffer the call allocates: their indices among those
+        at = [self.where.get(id(o), (-1, 0))[0] - nin for o in graph.outputs]
+        self.owned_outputs = at if all(0 <= j < len(self.owned) for j in at) else None
+        # the arena is reused by the next call unless an output is a view into it
+        self.arena_out = any(self.where.get(id(o), (None,))[0] == 0 for o in graph.outputs)
+        self.spare: list = []  # (arena, its address, drivers' base array) of finished calls
 
-    def __call__(self, *arrays):
+    def _plan(self) -> list:
+        """What a call runs, in order: (None, step, its argument spec) for a kernel called
+        from Python, (driver, None, None) for a run of one-thread loop kernels called by
+        one native driver function (backends/llvm_driver.py)."""
+        steps = self.steps
+        simple = [s.gemm is None and s.kernel is not None and s.chunks <= 1 for s in steps]
+        runs = llvm_driver.runs_of(simple) if DRIVERS else []
+        first, self.fn_table = {}, None
+        if runs:
+            specs = [[(i, self.args[i], steps[i].extent if steps[i].looped else 1) for i in run]
+                     for run in runs]
+            drivers, self.driver_info = llvm_driver.build(specs)  # (info: keeps the code alive)
+            self.fn_table = (ctypes.c_int64 * len(steps))(*[s.addr or 0 for s in steps])
+            first = {run[0]: (drivers[r], len(run)) for r, run in enumerate(runs)}
+        plan, i = [], 0
+        while i < len(steps):
+            if i in first:
+                plan.append((first[i][0], None, None))
+                i += first[i][1]
+            else:
+                plan.append((None, steps[i], self.args[i]))
+                i += 1
+        return plan
+
+    def _inputs(self, arrays) -> tuple[list, list[int]]:
+        """(the arguments as C-contiguous arrays, their addresses). The common case, numpy
+        arrays of the exact shape and dtype, C-contiguous, is checked here, inline; anything
+        else goes through check_args (its errors) and a contiguous copy where needed."""
+        if len(arrays) == len(self.expect):
+            for a, (shape, dt) in zip(arrays, self.expect):
+                if not (type(a) is np.ndarray and a.shape == shape and a.dtype == dt
+                        and a.flags.c_contiguous):
+                    break
+            else:
+                return list(arrays), addresses(arrays)
         args = check_args(self.graph, arrays, stage="run (llvm)")
         # (ascontiguousarray turns a 0-d array into shape (1,): keep the input's shape,
         # an input may be returned as an output unchanged)
         ins = [np.ascontiguousarray(a).reshape(a.shape) for a in args]
-        arena = np.empty(self.arena_bytes, np.uint8) if self.arena_bytes else None
-        owned = [np.empty(n.shape, n.dtype.np) for n in self.owned]
-        base = ([arena.ctypes.data if arena is not None else 0]
-                + [a.ctypes.data for a in ins] + [a.ctypes.data for a in owned]
-                + self.const_ptrs)
-        for s, spec in zip(self.steps, self.args):
-            s.run([base[b] + o for b, o in spec])
+        return ins, addresses(ins)
 
+    def __call__(self, *arrays):
+        ins, in_ptrs = self._inputs(arrays)
+        # the arena and the drivers' C array of base addresses a finished call left (filling
+        # the array: 0.5 us, making one: 2.3); list.pop is atomic: concurrent calls get their own
+        try:
+            arena, arena_ptr, based = self.spare.pop()
+        except IndexError:
+            arena = np.empty(self.arena_bytes, np.uint8) if self.arena_bytes else None
+            arena_ptr = address(arena) if arena is not None else 0
+            based = (ctypes.c_int64 * self.nbase)() if self.fn_table is not None else None
+        owned = [np.empty(shape, dt) for shape, dt in self.owned_types]
+        base = [arena_ptr, *in_ptrs, *addresses(owned), *self.const_ptrs]
+        if based is not None:
+            based[:] = base
+        for driver, s, spec in self.plan:
+            if driver is None:
+                s.run([base[b] + o for b, o in spec])
+            else:
+                driver(self.fn_table, based)
+        if self.owned_outputs is not None:  # the common case: no walk over the outputs
+            outs = tuple([owned[j] for j in self.owned_outputs])
+        else:
+            outs = self._outputs(arena, ins, owned)
+        if not self.arena_out:
+            self.spare.append((arena, arena_ptr, based))
+        return outs
+
+    def _outputs(self, arena, ins, owned) -> tuple:
+        """The outputs when some are not buffers of the call: arena views, inputs or
+        constants returned as they are (copied)."""
         def value(n):
             b, o = self.where[id(n)]
             if b == 0:

@@ -8,6 +8,9 @@ returns a new, verified Kernel that stores the same values, so each is a small, 
     partition(k)               split a loop where a bounds check or clamp changes its answer
     simplify(k)                fold index arithmetic, bounds checks and selects by loop ranges
 
+Two more, driven by memory layout, are in graphc/kernel_layout.py: `collapse` (one loop for
+a nest that walks every buffer contiguously) and `redirect` (in-place reads).
+
 Why `partition` matters: a concatenation, a padding or its gradient lowers to one loop whose
 body asks, for every element, which piece it is in (`(256 <= i1 < 384) ? ... : 0.0`) and clamps
 each piece's index (`min(max(i1 - 256, 0), 127)`). Both sides of every select are computed,
@@ -353,3 +356,4 @@ def partition(k: K.Kernel, max_pieces: int = 8, max_extent: int = 1 << 16) -> K.
                 out.append(replace(s, extent=b - a, body=walk(piece, {**ext, s.var: b - a})))
         return tuple(out)
     return _kernel(k, walk(k.body, {}))
+

@@ -18,6 +18,17 @@ view and movement kernels need nothing else; a reduction (or matmul) met on the 
 its inner loops right before the store, so its prologue (the reduced value) is computed
 inside them and its epilogue around the AccRef. Nodes read more than once in a body are
 bound once with `Let` (per index), so shared subexpressions are not recomputed.
+
+Row reductions (fusion rule F6: softmax's max and sum, layer norm's mean and variance) are
+read at an index that uses only the outer loop variables. Each loop level has its own scope,
+and such a reduction is emitted in the scope of the innermost loop its index uses: once per
+row, before the loop over the row's elements, which then finds the row in cache. When the
+reduced operand is a computed value the output reads again at its own index (softmax's
+exp(x - max)), the reduction's loop also stores it in the output row ("stash"), and the
+row's elements load it instead of computing it twice:
+
+    for i0:  m = max_r x[i0, r];  s = sum_r (out[i0, r] = exp(x[i0, r] - m));
+             for i1:  out[i0, i1] = out[i0, i1] / s
 """
 from __future__ import annotations
 
@@ -44,8 +55,31 @@ def _tile(n: int, target: int) -> int:
     return next(d for d in range(min(n, target), 0, -1) if n % d == 0) if n else 1
 
 
+class Scope:
+    """One loop level while lowering: its statements, the values bound there (memo, keyed
+    by (node id, index)) and the loop variable it binds (None for the kernel's top level)."""
+
+    def __init__(self, var: str | None):
+        self.stmts: list = []
+        self.memo: dict = {}
+        self.var = var
+
+
+def _free_vars(idx) -> set[str]:
+    """The loop variables an index (a list of index expressions) uses."""
+    out: set[str] = set()
+    stack = list(idx)
+    while stack:
+        e = stack.pop()
+        if isinstance(e, K.Var):
+            out.add(e.name)
+        elif not isinstance(e, K.Const):
+            stack.extend((e.a, e.b))
+    return out
+
+
 class _Lowerer:
-    def __init__(self, body: Graph, name: str):
+    def __init__(self, body: Graph, name: str, stash_ok: bool = True):
         self.body, self.name = body, name
         self.users = {k: len({id(u) for u in v}) for k, v in body.users().items()}
         self.buffers: list[K.Buffer] = []
@@ -56,8 +90,13 @@ class _Lowerer:
             self.buf_of[id(n)] = b
         self.consts: list[tuple[str, object]] = []
         self.ext: dict[str, int] = {}            # loop variable -> extent
-        self.scopes: list[tuple[list, dict]] = []  # (statements, memo) per loop body
+        self.scopes: list[Scope] = []  # one per loop level, innermost last
         self.counts: dict[str, int] = {}
+        self.out: K.Buffer | None = None
+        self.root_vars: list | None = None   # the root loop nest's variables
+        self.stash_ok = stash_ok             # may the output buffer hold a row's operand?
+        self.stashed: int | None = None      # id of the body node kept in the output
+        self.product: tuple | None = None    # (id of the matmul, output) in its epilogue
 
     def fresh(self, prefix: str) -> str:
         n = self.counts.get(prefix, 0)
@@ -65,20 +104,31 @@ class _Lowerer:
         return f"{prefix}{n}"
 
     def emit(self, s) -> None:
-        self.scopes[-1][0].append(s)
+        self.scopes[-1].stmts.append(s)
 
     def loops(self, prefix: str, shape, inner, parallel: bool = False) -> tuple[list, list]:
         """Build a loop nest over `shape`; `inner(vars)` emits the innermost body. Returns
-        (statements, vars). The outermost loop is marked parallel if asked."""
+        (statements, vars). The outermost loop is marked parallel if asked. Each loop level
+        has its own scope, so a value that depends only on the outer variables (a row's
+        reduction, see `value`) can be emitted once per outer iteration."""
         names = [self.fresh(prefix) for _ in shape]
         for v, s in zip(names, shape):
             self.ext[v] = s
-        self.scopes.append(([], {}))
-        inner([K.Var(v) for v in names])
-        body = self.scopes.pop()[0]
-        for d in reversed(range(len(shape))):
-            body = [K.Loop(names[d], int(shape[d]), tuple(body), parallel and d == 0)]
-        return body, [K.Var(v) for v in names]
+        vars_ = [K.Var(v) for v in names]
+        if not names:
+            self.scopes.append(Scope(None))
+            inner(vars_)
+            return self.scopes.pop().stmts, vars_
+
+        def level(d: int) -> K.Loop:
+            self.scopes.append(Scope(names[d]))
+            if d + 1 == len(names):
+                inner(vars_)
+            else:
+                self.emit(level(d + 1))
+            body = self.scopes.pop().stmts
+            return K.Loop(names[d], int(shape[d]), tuple(body), parallel and d == 0)
+        return [level(0)], vars_
 
     # ---- index helpers ----
     def flat(self, idx, shape) -> K.Index:
@@ -109,9 +159,27 @@ class _Lowerer:
     # ---- values ----
     def value(self, n: Node, idx) -> K.Value:
         key = (id(n), tuple(idx))
-        for _, memo in reversed(self.scopes):
-            if key in memo:
-                return memo[key]
+        for sc in reversed(self.scopes):
+            if key in sc.memo:
+                return sc.memo[key]
+        if id(n) == self.stashed and list(idx) == self.root_vars:  # see `stashes`
+            return K.Load(self.out, self.flat(idx, n.shape))
+        if self.product and id(n) == self.product[0]:  # row_matmul's epilogue: the product
+            return K.Load(self.product[1], self.flat(idx, n.shape))  # is in the output
+        if n.op in (Op.SUM, Op.MAX):
+            # a reduction whose index uses only outer loop variables (a row's max or sum,
+            # broadcast back over the row) is computed once, in the scope of the innermost
+            # loop it depends on, not once per element of the inner loops (fusion rule F6);
+            # values bound in the inner scopes are out of its reach there
+            free = _free_vars(idx)
+            at = max((k for k, sc in enumerate(self.scopes) if sc.var in free), default=0)
+            if at < len(self.scopes) - 1:
+                inner = self.scopes[at + 1:]
+                del self.scopes[at + 1:]
+                try:
+                    return self.value(n, idx)
+                finally:
+                    self.scopes.extend(inner)
         v = self.compute(n, idx)
         if n.op in (Op.SUM, Op.MAX, Op.MATMUL) or (
                 self.users.get(id(n), 0) > 1 and not isinstance(v, (K.Lit, K.Ref, K.AccRef))):
@@ -119,7 +187,7 @@ class _Lowerer:
                 name = self.fresh("t")
                 self.emit(K.Let(name, v))
                 v = K.Ref(name, v.dtype)
-            self.scopes[-1][1][key] = v
+            self.scopes[-1].memo[key] = v
         return v
 
     def compute(self, n: Node, idx) -> K.Value:
@@ -221,11 +289,41 @@ class _Lowerer:
                         next(o)
                 else:
                     src.append(next(o))
-            self.emit(K.Accumulate(acc, "sum" if n.op is Op.SUM else "max", self.value(x, src)))
+            v = self.value(x, src)
+            if self.stashes(n, src):
+                self.emit(K.Store(self.out, self.flat(src, x.shape), v))
+                self.stashed = id(x)
+            self.emit(K.Accumulate(acc, "sum" if n.op is Op.SUM else "max", v))
         body, _ = self.loops("r", red_shape, inner)
         for s in body:
             self.emit(s)
         return K.AccRef(acc, n.dtype)
+
+    def row_reductions(self, root: Node) -> list[Node]:
+        """The body's reductions over trailing axes (keepdims) of an operand shaped like the
+        root: the row reductions fusion rule F6 put here, computed once per row."""
+        out = []
+        for n in self.body.nodes:
+            if n.op in (Op.SUM, Op.MAX) and n.attrs["keepdims"] and \
+                    n.inputs[0].shape == root.shape:
+                axes, nd = sorted(n.attrs["axes"]), len(root.shape)
+                if axes and len(axes) < nd and axes == list(range(nd - len(axes), nd)):
+                    out.append(n)
+        return out
+
+    def stashes(self, n: Node, src) -> bool:
+        """Should row reduction n keep its operand, computed at `src`, in the output buffer?
+        When the operand is a computed value shaped like the output that the root reads
+        again elementwise (softmax's exp(x - max), read by the sum and by the division),
+        the row's elements then load it instead of computing it a second time. Not when the
+        output may share memory with an input (in place, donated): the stash would
+        overwrite the row before it is read."""
+        x = n.inputs[0]
+        lead = len(x.shape) - len(n.attrs["axes"])
+        return (self.stash_ok and self.stashed is None and self.root_vars is not None
+                and x.op in ELEMENTWISE and self.users.get(id(x), 0) > 1
+                and x.shape == self.out.shape and x.dtype is self.out.dtype
+                and list(src[:lead]) == self.root_vars[:lead])
 
     def matmul(self, n: Node, idx) -> K.Value:
         a, b = n.inputs
@@ -247,50 +345,58 @@ class _Lowerer:
         """A matmul kernel in loop order (batch..., i) k j, accumulating into the output
         row: the inner loop streams rows of b and out (contiguous, vectorisable) instead of
         striding down a column of b. Then the epilogue runs over the row in place. Only when
-        the epilogue reads the product elementwise at its own index and keeps its dtype;
-        None otherwise (the caller falls back to one accumulator per output element)."""
+        the epilogue reads the product elementwise at its own position (through reshapes,
+        which keep element order: a weight gradient reshaped to the weight's shape for its
+        SGD update) and keeps its dtype; None otherwise (the caller falls back to one
+        accumulator per output element)."""
         root = self.body.outputs[0]
         mms = [n for n in self.body.nodes if n.op is Op.MATMUL]
-        if len(mms) != 1 or mms[0].type != root.type or not root.shape:
+        if (len(mms) != 1 or mms[0].dtype is not root.dtype or len(mms[0].shape) < 2
+                or mms[0].type.size != root.type.size):
             return None
         mm = mms[0]
         after = {id(mm)}
         for n in self.body.nodes:
             if any(id(i) in after for i in n.inputs):
-                if n.op not in ELEMENTWISE or n.shape != root.shape:
+                if n.op is not Op.RESHAPE and (n.op not in ELEMENTWISE
+                                               or n.type.size != root.type.size):
                     return None
                 after.add(id(n))
         a, b = mm.inputs
         zero = K.Lit(_init(Op.MATMUL, mm.dtype), mm.dtype)
-        M, N, KK = root.shape[-2], root.shape[-1], a.shape[-1]
+        M, N, KK = mm.shape[-2], mm.shape[-1], a.shape[-1]
         bi, bk, bj = _tile(M, 16), _tile(KK, 128), _tile(N, 256)
-        nbatch = int(np.prod(root.shape[:-2], dtype=np.int64))
+        nbatch = int(np.prod(mm.shape[:-2], dtype=np.int64))
         # one row block in all (an inference batch of 1: a matrix-vector product): the
-        # parallel loop runs over column blocks instead, so the threads share the work
+        # parallel loop runs over parts of the columns (bw wide) instead, so the threads
+        # share the work. Each k block of 8 rows then streams its rows across the part, 64
+        # columns at a time: the LLVM backend keeps such a 64-wide output row in registers
+        # over the k loop (backends/llvm_loops.py). Full rows are read fastest (784x512 on
+        # one thread: 29 us, as OpenBLAS, against 36 us in two 256-wide parts and 42 us in
+        # 64-wide column blocks down all of k), so a product too small for the LLVM runtime
+        # to split over threads (its PARALLEL_MIN_WORK) has one part of all N columns.
         by_cols = nbatch * (M // bi) < 2 and _tile(N, 64) < N
+        bw = N
         if by_cols:
-            bj = _tile(N, 64)
+            bj, bk = _tile(N, 64), _tile(KK, 8)
+            if M * N * KK >= 1 << 20:
+                bw = bj * _tile(N // bj, max(1, 256 // bj))  # a multiple of bj, <= 256
 
-        def block(outer):  # outer = [column block] + batch... + [row block]
-            jb0 = outer[0] if by_cols else None
+        def block(outer):  # outer = [column part] + batch... + [row block]
+            part = outer[0] if by_cols else None
             outer = outer[1:] if by_cols else outer
             batch = list(outer[:-1])
             row = lambda ii: K.add(K.mul(outer[-1], bi), ii)  # noqa: E731
-            at = lambda ii, j: self.flat(batch + [row(ii), j], root.shape)  # noqa: E731
-            col = (lambda jv: K.add(K.mul(jb0, bj), jv)) if by_cols else (lambda jv: jv)
-            width = bj if by_cols else N
+            at = lambda ii, j: self.flat(batch + [row(ii), j], mm.shape)  # noqa: E731
+            col = (lambda jv: K.add(K.mul(part, bw), jv)) if by_cols else (lambda jv: jv)
 
             def nest(prefixes, shape, inner):
                 for s in self.loops(prefixes, shape, inner)[0]:
                     self.emit(s)
-            nest("j", [bi, width], lambda v: self.emit(K.Store(out, at(v[0], col(v[1])), zero)))
+            nest("j", [bi, bw], lambda v: self.emit(K.Store(out, at(v[0], col(v[1])), zero)))
 
             def tile(v):  # one (k block, j block) tile for every row of the row block
-                if by_cols:
-                    kb, ii, kk = v
-                    jb = jb0
-                else:
-                    kb, jb, ii, kk = v
+                kb, jb, ii, kk = v
                 i, k = row(ii), K.add(K.mul(kb, bk), kk)
                 va = self.value(a, self.bcast(batch, a.shape[:-2]) + [i, k])
                 if not isinstance(va, (K.Ref, K.Lit)):
@@ -299,20 +405,24 @@ class _Lowerer:
                     va = K.Ref(name, va.dtype)
 
                 def inner(jv):
-                    j = K.add(K.mul(jb, bj), jv[0])
+                    j = col(K.add(K.mul(jb, bj), jv[0]))
                     vb = self.value(b, self.bcast(batch, b.shape[:-2]) + [k, j])
                     self.emit(K.Store(out, at(ii, j), K.Binary(
                         "add", K.Load(out, at(ii, j)), K.Binary("mul", va, vb))))
                 nest("j", [bj], inner)
-            nest("k", [KK // bk, bi, bk] if by_cols else [KK // bk, N // bj, bi, bk], tile)
+            nest("k", [KK // bk, bw // bj, bi, bk], tile)
             if root is not mm:
                 def epilogue(v):
                     idx = batch + [row(v[0]), col(v[1])]
                     key = (id(mm), tuple(self.bcast(idx, mm.shape)))
-                    self.scopes[-1][1][key] = K.Load(out, at(v[0], col(v[1])))
+                    self.scopes[-1].memo[key] = K.Load(out, at(v[0], col(v[1])))
+                    if root.shape != mm.shape:  # the root's index of the same position
+                        idx = self.unravel(at(v[0], col(v[1])), root.shape)
                     self.emit(K.Store(out, at(v[0], col(v[1])), self.value(root, idx)))
-                nest("j", [bi, width], epilogue)
-        shape = ((N // bj,) if by_cols else ()) + root.shape[:-2] + (M // bi,)
+                self.product = (id(mm), out)
+                nest("j", [bi, bw], epilogue)
+                self.product = None
+        shape = ((N // bw,) if by_cols else ()) + mm.shape[:-2] + (M // bi,)
         return self.loops("i", shape, block, parallel=True)[0]
 
     def concat_parts(self, root: Node, out: K.Buffer, outer) -> None:
@@ -343,15 +453,20 @@ class _Lowerer:
                                 tuple(provenance), tuple(self.consts))
 
         def inner(vars_):
+            self.root_vars = list(vars_)
+            for n in self.row_reductions(root):  # hoisted first: see `reduce` (stash)
+                self.value(n, [K.Const(0) if d in n.attrs["axes"] else v
+                               for d, v in enumerate(vars_)])
             self.emit(K.Store(out, self.flat(vars_, root.shape), self.value(root, vars_)))
-        self.scopes.append(([], {}))  # the kernel's top level (a scalar root stores here)
+        self.out = out
+        self.scopes.append(Scope(None))  # the kernel's top level (a scalar root stores here)
         if (kind in ("elementwise", "movement") and root.op is Op.CONCAT
                 and len(root.shape) >= 2 and root.attrs["axis"] != 0):
             body, _ = self.loops("i", root.shape[:1], lambda v: self.concat_parts(root, out, v),
                                  parallel=True)
         else:
             body, _ = self.loops("i", root.shape, inner, parallel=True)
-        top = self.scopes.pop()[0] + body
+        top = self.scopes.pop().stmts + body
         return K.Kernel(self.name, tuple(self.buffers), tuple(top), kind, tuple(provenance),
                         tuple(self.consts))
 
@@ -365,7 +480,8 @@ def lower_kernel(fused: Node, names: dict | None = None) -> K.Kernel:
     prov = [head + (f"  @ {fused.loc}" if fused.loc else "")]
     prov += ["  " + format_node(n, bnames) + (f"  @ {n.loc}" if n.loc else "")
              for n in body.nodes if n.op is not Op.INPUT]
-    k = _Lowerer(body, fused.attrs["name"]).kernel(fused.attrs["kind"], prov)
+    stash_ok = not fused.attrs.get("inplace", False) and "donated" not in fused.attrs
+    k = _Lowerer(body, fused.attrs["name"], stash_ok).kernel(fused.attrs["kind"], prov)
     return K.verify(k)
 
 

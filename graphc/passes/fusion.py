@@ -14,7 +14,11 @@ The rule set (every decision is logged with the rule that made it):
      4 times per element).
   F4 an elementwise op read by k kernels is recomputed in each when that moves fewer bytes
      than materialising it: k * bytes(inputs) <= (k + 1) * bytes(output), and each kernel
-     has recomputed fewer than RECOMPUTE_MAX_OPS ops; otherwise it is materialised.
+     has recomputed fewer than RECOMPUTE_MAX_OPS ops; otherwise it is materialised. A costly
+     op (exp, log, tanh, sin, cos, pow: tens of instructions per element) of
+     COSTLY_MIN_ELEMENTS to COSTLY_MAX_ELEMENTS elements is materialised regardless: it
+     stays in cache, so reading it back is cheaper than computing it again (an LSTM's
+     gates, recomputed by each backward kernel, took 11% more of W3's step).
   F5 a reduction or matmul joins its single consumer as that kernel's one contraction when
      the consumer is elementwise over the same shape and the kernel's result has that shape
      too (an epilogue: bias + activation after a matmul, log after a sum; the result is not
@@ -22,6 +26,12 @@ The rule set (every decision is logged with the rule that made it):
      a kernel never holds two contractions and never
      duplicates one. An elementwise op read by several kernels is materialised, rather than
      recomputed, when that lets it be the epilogue of the contraction it reads.
+  F6 a row reduction joins the kernel that broadcasts it back over its rows: a sum or max
+     with keepdims over trailing axes (not all of them), read only by elementwise ops that
+     lead, elementwise, to that kernel's root over the reduced operand's shape (softmax,
+     log-softmax, layer norm). The lowering computes it once per row, before the row's
+     elements (graphc/lower.py), so the row is read from cache, not memory, by the next
+     pass. Such a kernel holds no other contraction; it may hold several row reductions.
 
 The cost model is bytes moved: a materialised value costs one write and one read per
 consuming kernel. Kernel kinds: elementwise, reduce, matmul, movement, view.
@@ -38,6 +48,10 @@ INDEXING = VIEWS | {Op.PAD, Op.CONCAT}  # ops that only choose which element to 
 CONTRACTIONS = REDUCE | {Op.MATMUL}
 INLINE_CONST_ELEMENTS = 16      # constants up to this size are copied into kernel bodies
 RECOMPUTE_MAX_OPS = 8
+COSTLY = frozenset({Op.EXP, Op.LOG, Op.TANH, Op.SIN, Op.COS, Op.POW})  # tens of instructions
+COSTLY_MIN_ELEMENTS, COSTLY_MAX_ELEMENTS = 1 << 11, 1 << 16  # F4: in this range such a value
+# is materialised rather than recomputed in each kernel that reads it (smaller: computing it
+# again costs less than a kernel call; larger: it no longer stays in cache)
 UPSAMPLE_MIN_ELEMENTS = 4096    # F3: a computed value this big is not recomputed per upsampled read
 
 
@@ -62,6 +76,7 @@ def plan(graph: Graph) -> tuple[set[int], dict[int, set[int]], list[Decision]]:
     contraction: dict[int, bool] = {}        # root -> kernel already holds a contraction
     recomputed: dict[int, int] = {}          # root -> ops it recomputes (shared with others)
     accepts: dict[int, bool] = {}            # may an elementwise producer join at this node?
+    rows: dict[int, bool] = {}               # root -> kernel holds row reductions (F6)
     log: list[Decision] = []
     by_id = {id(n): n for n in graph.nodes}
 
@@ -71,6 +86,7 @@ def plan(graph: Graph) -> tuple[set[int], dict[int, set[int]], list[Decision]]:
     def root(n: Node, rule: str, why: str):
         roots.add(id(n))
         contraction[id(n)] = n.op in CONTRACTIONS
+        rows[id(n)] = False
         recomputed[id(n)] = 0
         accepts[id(n)] = n.op in ELEMENTWISE | REDUCE | INDEXING | {Op.RAND}
         log.append(Decision(n, False, rule, why))
@@ -82,7 +98,10 @@ def plan(graph: Graph) -> tuple[set[int], dict[int, set[int]], list[Decision]]:
                           (n.op in VIEWS and all(accepts[id(u)] for u in us)))
         if n.op in CONTRACTIONS:
             for k in ks:
-                contraction[k] = True
+                if rule == "F6":
+                    rows[k] = True
+                else:
+                    contraction[k] = True
         if len(ks) > 1:
             for k in ks:
                 recomputed[k] += 1
@@ -97,6 +116,10 @@ def plan(graph: Graph) -> tuple[set[int], dict[int, set[int]], list[Decision]]:
             root(n, "F1", "graph output")
         elif n.op in VIEWS:
             join(n, ks, "F2", f"view: index arithmetic inside {len(ks)} kernel(s)")
+        elif n.op in CONTRACTIONS and _row_reduction(n, us, ks, by_id, users, kernels) \
+                and not contraction[next(iter(ks))]:
+            join(n, ks, "F6", f"row {n.op.value} over axes {list(n.attrs['axes'])}: computed "
+                              f"once per row inside the kernel that broadcasts it back")
         elif n.op in CONTRACTIONS:
             u = us[0]
             if len(us) != 1:
@@ -105,7 +128,7 @@ def plan(graph: Graph) -> tuple[set[int], dict[int, set[int]], list[Decision]]:
                       or (u.op is Op.RESHAPE and u.type.size == n.type.size)):
                 root(n, "F5", f"consumer {u.op.value}{list(u.shape)} is not an elementwise "
                               f"epilogue over {list(n.shape)}")
-            elif len(ks) != 1 or any(contraction[k] for k in ks):
+            elif len(ks) != 1 or any(contraction[k] or rows[k] for k in ks):
                 root(n, "F5", "the consumer's kernel already holds a contraction or is shared")
             elif by_id[next(iter(ks))].type.size != n.type.size:
                 root(n, "F5", f"the consumer's kernel broadcasts the result back to "
@@ -140,6 +163,9 @@ def plan(graph: Graph) -> tuple[set[int], dict[int, set[int]], list[Decision]]:
                 elif k * in_b > (k + 1) * out_b:
                     root(n, "F4", f"{k} kernels read it: recomputing reads {k * in_b} bytes, "
                                   f"materialising moves {(k + 1) * out_b}")
+                elif n.op in COSTLY and COSTLY_MIN_ELEMENTS <= n.type.size <= COSTLY_MAX_ELEMENTS:
+                    root(n, "F4", f"{n.op.value} is costly to compute: materialised once "
+                                  f"({n.type.nbytes} bytes, cache-sized) for {k} kernels")
                 elif any(recomputed[x] >= RECOMPUTE_MAX_OPS for x in ks):
                     root(n, "F4", f"recompute budget ({RECOMPUTE_MAX_OPS} ops) spent")
                 else:
@@ -149,6 +175,32 @@ def plan(graph: Graph) -> tuple[set[int], dict[int, set[int]], list[Decision]]:
             root(n, "F1", f"{n.op.value} is its own kernel")
     log.reverse()
     return roots, member_of, log
+
+
+def _row_reduction(n: Node, us, ks: set[int], by_id, users, kernels) -> bool:
+    """F6: is reduction n read only by broadcasting it back over the rows it reduced, inside
+    one kernel whose root iterates over n's operand shape, through elementwise ops only? Then
+    its index in that kernel uses only the outer (row) loop variables."""
+    if n.op not in REDUCE or len(ks) != 1 or not n.attrs["keepdims"]:
+        return False
+    x = n.inputs[0]
+    axes = sorted(n.attrs["axes"])
+    if not axes or len(axes) == len(x.shape) or axes != list(range(len(x.shape) - len(axes),
+                                                                     len(x.shape))):
+        return False
+    root = by_id[next(iter(ks))]
+    if root.shape != x.shape:
+        return False
+
+    def leads(u: Node) -> bool:  # u reaches the root elementwise, in that kernel only
+        if kernels(u) != ks:
+            return False
+        if u.op in REDUCE:  # another row reduction of that kernel (layer norm's variance)
+            return sorted(u.attrs["axes"]) == axes and u.attrs["keepdims"] and u.shape == n.shape
+        if u.op not in ELEMENTWISE or u.shape not in (x.shape, n.shape):
+            return False
+        return u is root or all(leads(w) for w in users.get(id(u), []))
+    return all(leads(u) for u in us)
 
 
 def kernel_kind(body: Graph) -> str:

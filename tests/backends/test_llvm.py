@@ -240,3 +240,119 @@ def test_several_constant_arguments_keep_their_order():
     assert len(prog.consts) >= 2
     np.testing.assert_allclose(gc.compile(f, backend=BE)(x), (x * c1 + c2) * c3 - c1,
                                rtol=1e-14)
+
+
+# ---- batch-1 inference: the one-row matmul kernel and the per-call path ----------------------
+def test_one_row_matmul_keeps_its_output_row_in_registers():
+    # the accumulation loop gets llvm.loop metadata (backends/llvm_loops.py): vectorised,
+    # then fully unrolled, so its output row is loop-carried vector values, not memory
+    import re
+    rng = np.random.default_rng(5)
+    x, w, b = (rng.standard_normal(s).astype(np.float32) for s in ((1, 784), (784, 512), 512))
+    fc = gc.compile(lambda x, w, b: gc.maximum(x @ w + b, 0.0), backend=BE)
+    np.testing.assert_allclose(fc(x, w, b), np.maximum(x @ w + b, 0), rtol=1e-4, atol=1e-4)
+    assert "llvm.loop.vectorize.followup_all" in fc.source
+    prog = fc.lower(x, w, b).program
+    assert re.search(r"phi <\d+ x float>", llvm_backend.optimized_ir(prog.module_text))
+
+
+@pytest.mark.parametrize("m, k, n, dt", [(1, 784, 512, np.float32), (1, 2048, 600, np.float32),
+                                         (3, 37, 130, np.float64), (1, 256, 10, np.float32),
+                                         (2, 5, 192, np.float32), (1, 13, 1, np.float64)])
+def test_small_row_count_matmuls(m, k, n, dt):
+    # one part of whole rows, column parts from 2^20 multiply-adds (600: rows of 60), a
+    # remainder after the vector loop (10, 130), several rows, a prime k
+    rng = np.random.default_rng(m * k + n)
+    x, w, b = rng.standard_normal((m, k)).astype(dt), rng.standard_normal((k, n)).astype(dt), \
+        rng.standard_normal(n).astype(dt)
+    got = gc.compile(lambda x, w, b: gc.tanh(x @ w + b), backend=BE)(x, w, b)
+    tol = 1e-4 if dt == np.float32 else 1e-12
+    np.testing.assert_allclose(got, np.tanh(x @ w + b), rtol=tol, atol=tol)
+
+
+def test_arena_is_reused_and_results_stay_independent():
+    f = lambda x: gc.tanh(x) @ x + 1.0  # noqa: E731  (tanh(x) is an intermediate in the arena)
+    x1, x2 = np.arange(9.0).reshape(3, 3) / 10, np.ones((3, 3))
+    prog = gc.compile(f, backend=BE).lower(x1).program
+    assert prog.arena_bytes > 0 and not prog.arena_out
+    r1 = prog(x1)[0]
+    r2 = prog(x2)[0]
+    assert len(prog.spare) == 1  # one arena, handed from call to call
+    np.testing.assert_allclose(r1, np.tanh(x1) @ x1 + 1, rtol=1e-14)
+    np.testing.assert_allclose(r2, np.tanh(x2) @ x2 + 1, rtol=1e-14)
+
+
+def test_concurrent_calls_each_get_their_own_arena():
+    from concurrent.futures import ThreadPoolExecutor
+    f = lambda x: gc.exp(gc.tanh(x) * 2.0) @ x  # noqa: E731
+    prog = gc.compile(f, backend=BE).lower(np.ones((8, 8))).program
+    xs = [np.random.default_rng(i).standard_normal((8, 8)) for i in range(4)]
+
+    def work(x):
+        return all(np.allclose(prog(x)[0], np.exp(np.tanh(x) * 2) @ x, rtol=1e-13)
+                   for _ in range(200))
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(work, xs))
+
+
+def test_inputs_off_the_fast_path_are_checked_and_converted():
+    f = lambda x, s: x * 2.0 + s  # noqa: E731
+    x = np.arange(6.0).reshape(2, 3)
+    prog = gc.compile(f, backend=BE).lower(x, np.float64(1)).program
+    ro = x.copy()
+    ro.flags.writeable = False  # (the kernels only read it)
+    np.testing.assert_array_equal(prog(ro, np.array(1.0))[0], x * 2 + 1)
+    np.testing.assert_array_equal(prog(x.tolist(), 1.0)[0], x * 2 + 1)  # lists, Python scalars
+    np.testing.assert_array_equal(prog(np.asfortranarray(x), np.array(1.0))[0], x * 2 + 1)
+    for bad in ((x,), (x, np.array(1.0), x), (x.T, np.array(1.0)),
+                (x.astype(np.float32), np.array(1.0)), (x, np.array([1.0]))):
+        with pytest.raises(gc.SignatureError):
+            prog(*bad)
+
+
+def test_array_addresses_read_from_the_object_match_ctypes():
+    from graphc.backends.llvm_runtime import _DATA_AT, address, addresses
+    x = np.arange(24.0).reshape(4, 6)
+    arrays = [x, x[1:], x[:, 2:], x.T, np.array(3.0), np.zeros((0, 3)), x[::2].copy(),
+              np.ones(5, np.float32)[2:], np.frombuffer(b"abcdefgh", np.uint8)]
+    assert _DATA_AT is not None  # (None: the layout check failed, .ctypes.data is used)
+    assert [address(a) for a in arrays] == addresses(arrays) == [a.ctypes.data for a in arrays]
+
+
+def test_compiled_call_cache_keys_on_structure_shape_and_dtype():
+    from collections import namedtuple
+    P = namedtuple("P", "w b")
+    fc = gc.compile(lambda p, x: x @ p["w"] + p["b"][0], backend=BE)
+    p = {"w": np.ones((3, 2)), "b": [np.ones(2)]}
+    x = np.ones((1, 3))
+    for _ in range(2):
+        np.testing.assert_array_equal(fc(p, x), np.full((1, 2), 4.0))
+    assert len(fc._cache) == 1
+    fc(p, x.astype(np.float32))              # another dtype: another specialisation
+    fc({"w": p["w"], "b": (np.ones(2),)}, x)   # a tuple for the list: another structure
+    assert len(fc._cache) == 3
+    g = gc.compile(lambda p, x: x @ p.w + p.b, backend=BE)
+    np.testing.assert_array_equal(g(P(np.ones((3, 2)), 1.0), x), np.full((1, 2), 4.0))
+
+
+def test_runs_of_loop_kernels_are_called_by_one_driver(monkeypatch):
+    # kernels before and after a packed GEMM step (called from Python): two driver runs
+    from graphc.backends import llvm_driver, llvm_runtime
+    assert llvm_driver.runs_of([True, True, False, True, False, True, True, True]) == \
+        [[0, 1], [5, 6, 7]]
+    f = lambda x, w: (gc.tanh(gc.exp(x * 0.1) + 1.0) @ w * 2.0 + 1.0,  # noqa: E731
+                      gc.sum(gc.exp(x), axis=0) - x[0], x * 3.0)
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((64, 64)).astype(np.float32), \
+        rng.standard_normal((64, 64)).astype(np.float32)
+    on = gc.compile(f, backend=BE)
+    prog = on.lower(x, w).program
+    assert any(s.gemm is not None for s in prog.steps)
+    assert sum(d is not None for d, _, _ in prog.plan) >= 1
+    assert len(prog.plan) < len(prog.steps)
+    monkeypatch.setattr(llvm_runtime, "DRIVERS", False)
+    off = gc.compile(f, backend=llvm_backend.LLVMBackend())
+    assert all(d is None for d, _, _ in off.lower(x, w).program.plan)
+    for _ in range(2):
+        for a, b in zip(on(x, w), off(x, w)):
+            np.testing.assert_array_equal(a, b)

@@ -1,7 +1,8 @@
 """The fusion pass (graphc/passes/fusion.py): kernel counts for known patterns, asserted
-exactly, each with the reason it follows from rules F1-F5; and for every pattern the
+exactly, each with the reason it follows from rules F1-F6; and for every pattern the
 invariants of a fused graph: it verifies, it holds only inputs, constants and kernels, no
-contraction (matmul/sum/max) is duplicated or dropped, no kernel holds two, every kernel
+contraction (matmul/sum/max) is duplicated or dropped, no kernel holds two (besides the row
+reductions of F6, computed once per row before the row's elements), every kernel
 says why it exists, every op of the simplified graph is computed somewhere, and the
 results equal the interpreter's on the unfused graph (and the numpy backend's)."""
 from __future__ import annotations
@@ -44,6 +45,18 @@ def contractions(graph) -> Counter:
     return Counter(n.op for n in graph.nodes if n.op in CONTRACTIONS)
 
 
+def row_reductions(body) -> list:
+    """F6's row reductions in a kernel body: keepdims sums/maxes over trailing axes (not all)
+    of an operand shaped like the kernel's result."""
+    root, out = body.outputs[0], []
+    for n in body.nodes:
+        if n.op in (Op.SUM, Op.MAX) and n.attrs["keepdims"] and n.inputs[0].shape == root.shape:
+            axes, nd = sorted(n.attrs["axes"]), len(root.shape)
+            if axes and len(axes) < nd and axes == list(range(nd - len(axes), nd)):
+                out.append(n)
+    return out
+
+
 def body_contractions(fused) -> Counter:
     c: Counter = Counter()
     for k in kernels(fused):
@@ -63,7 +76,10 @@ def check_fused(entry, args, rtol=1e-5, atol=1e-6):
         body = k.attrs["body"]
         assert k.attrs["reason"].strip(), f"kernel {k.attrs['name']} records no reason"
         assert k.attrs["kind"] in KINDS
-        assert sum(contractions(body).values()) <= 1, f"{k.attrs['name']} holds two contractions"
+        rows = row_reductions(body)
+        assert sum(contractions(body).values()) - len(rows) <= 1, \
+            f"{k.attrs['name']} holds two contractions"
+        assert not rows or Op.MATMUL not in {n.op for n in body.nodes}
         ops = {n.op for n in body.nodes} - {Op.INPUT, Op.CONST}
         if Op.MATMUL in ops:
             assert k.attrs["kind"] == "matmul"
@@ -82,7 +98,7 @@ def check_fused(entry, args, rtol=1e-5, atol=1e-6):
     _, _, decisions = plan(simplified)
     decided = {id(d.node) for d in decisions}
     assert all(id(n) in decided for n in simplified.nodes if n.op not in (Op.INPUT, Op.CONST))
-    assert {d.rule for d in decisions} <= {"F1", "F2", "F3", "F4", "F5"}
+    assert {d.rule for d in decisions} <= {"F1", "F2", "F3", "F4", "F5", "F6"}
     assert all(d.reason for d in decisions)
     # results: the interpreter on the fused graph (it runs kernel bodies) against the
     # interpreter on the unfused graph, and the numpy backend on the final graph
@@ -167,36 +183,61 @@ def test_matmul_bias_relu_is_one_matmul_kernel():
     assert ops[Op.MATMUL] == 1 and ops[Op.ADD] == 1 and ops[Op.WHERE] == 1 and ops[Op.GT] == 1
 
 
-def test_softmax_is_three_kernels():
-    # max(x) is read by sub[16,32], which broadcasts it back: not an epilogue (F5) -> kernel 1.
-    # sum(e) likewise is read by div[16,32] -> kernel 2 (a reduce kernel, with x - max and
-    # exp recomputed inside it: F4). The output e / sum is kernel 3 (F1), recomputing
-    # exp(x - max) rather than reading a materialised e (F4: reads 2 small inputs instead of
-    # writing and re-reading e)
+def kernel_ir(entry, k):
+    from graphc.lower import lower_kernel
+    (node,) = [n for n in kernels(entry.stages["scheduled"]) if n.attrs["name"] == k.attrs["name"]]
+    return lower_kernel(node)
+
+
+def test_softmax_is_one_kernel():
+    # sum(e) is read by div[16,32], which broadcasts it back over the rows it reduced, and so
+    # is max(x) by sub (through exp, sum and div, all in the output's kernel): both are row
+    # reductions (F6) of the output kernel (F1), with x - max and exp joining it (F3).
+    # Lowered, each row computes its max, then its sum of exp(x - max), keeping each exp in
+    # the output row (the stash), then divides the row in place: one exp per element
     e = lower(softmax, X)
-    ks = check_fused(e, (X,))
-    assert [k.attrs["kind"] for k in ks] == ["reduce", "reduce", "elementwise"]
-    assert sum(1 for k in ks for n in k.attrs["body"].nodes if n.op is Op.EXP) == 2  # recomputed
+    (k,) = check_fused(e, (X,))
+    assert k.attrs["kind"] == "reduce"
+    assert [d.rule for d in plan(e.stages["simplified"])[2]
+            if d.node.op in (Op.SUM, Op.MAX)] == ["F6", "F6"]
+    text = str(kernel_ir(e, k))
+    assert text.count("exp(") == 1 and "out[i1 + i0*32] = out[i1 + i0*32] / acc1" in text, text
 
 
-def test_log_softmax_is_three_kernels():
-    # as softmax: the max (broadcast back by sub) and the sum (broadcast back by the final
-    # sub) are each a reduce kernel (F5), the output a third kernel (F1); z = x - max is
-    # recomputed in the sum's kernel and the output's (F4); log joins the output kernel (F3)
+def test_log_softmax_is_one_kernel():
+    # as softmax: both row reductions join the output kernel (F6); z = x - max is computed
+    # in the sum's loop and again for the output (its exp is not what the output reads, so
+    # nothing is stashed)
     e = lower(log_softmax, X)
-    ks = check_fused(e, (X,))
-    assert [k.attrs["kind"] for k in ks] == ["reduce", "reduce", "elementwise"]
+    (k,) = check_fused(e, (X,))
+    assert k.attrs["kind"] == "reduce"
+    assert "out[r" not in str(kernel_ir(e, k))
 
 
-def test_layer_norm_is_three_kernels():
-    # mean = sum / n: the div is the sum's epilogue (F5) and is materialised there (F5: it
-    # is read by two kernels) -> kernel 1. var = sum((x - mean)^2) / n: the sum's consumer
-    # (the div) joins the output kernel, which broadcasts it back to [16,32], so the sum is
-    # its own reduce kernel (F5) with x - mean recomputed inside (F4) -> kernel 2. The
-    # normalise/scale/shift chain is the output (F1, F3) -> kernel 3
+def test_layer_norm_is_one_kernel():
+    # mean = sum / n and var = sum((x - mean)^2) / n are both read only through elementwise
+    # ops that end in the output, which broadcasts them back over the rows: row reductions
+    # of the output kernel (F6). The variance's operand reads the mean (another row
+    # reduction of the same kernel, computed before it)
     e = lower(layer_norm, X, G, G)
-    ks = check_fused(e, (X, G, G))
-    assert [k.attrs["kind"] for k in ks] == ["reduce", "reduce", "elementwise"]
+    (k,) = check_fused(e, (X, G, G))
+    assert k.attrs["kind"] == "reduce"
+    assert len(row_reductions(k.attrs["body"])) == 2
+
+
+def test_row_reduction_not_fused_where_it_would_be_recomputed():
+    # reduced over the leading axis (batch norm's statistics): broadcast back along axis 0,
+    # which is the outer loop: not a row reduction, its own kernel (F5)
+    e = lower(lambda x: x - gc.sum(x, axis=0, keepdims=True), X)
+    assert len(check_fused(e, (X,))) == 2
+    # the transposed result (square, so the shapes alone do not tell): the row index of the
+    # max would be the inner loop variable
+    sq = np.ascontiguousarray(X[:, :16])
+    e = lower(lambda x: gc.transpose(x - gc.max(x, axis=1, keepdims=True)), sq)
+    assert len(check_fused(e, (sq,))) == 2
+    # a full reduction broadcast back: no row to compute it once for
+    e = lower(lambda x: x / gc.sum(x, axis=(0, 1), keepdims=True), X)
+    assert len(check_fused(e, (X,))) == 2
 
 
 def test_softmax_cross_entropy_is_three_kernels():
@@ -210,27 +251,27 @@ def test_softmax_cross_entropy_is_three_kernels():
 
 
 def test_mlp_training_step_kernels():
-    # examples/mlp.py train_step: 4 -> 8 tanh -> 3, softmax CE, backward, SGD. 16 kernels:
+    # examples/mlp.py train_step: 4 -> 8 tanh -> 3, softmax CE, backward, SGD. 11 kernels:
     #   forward: matmul+bias+tanh (F5 epilogue, F3), matmul+bias (F5; materialised because
-    #     five kernels read the logits), max, sum(exp) and the loss (as softmax CE above): 5
-    #   backward of the CE: the sum of the onehot term (its consumer broadcasts it back: F5)
-    #     and the softmax-gradient add (read by two kernels; recomputing it would read more
-    #     bytes than materialising moves: F4); then the gradient through the stabilising
-    #     max (mathematically zero, but autodiff does not know): eq (F4, as the add), two
-    #     sums (F5: broadcast back), and where+add (read by two matmuls: F3): 2 + 4 = 6
+    #     several kernels read the logits), max, sum(exp) and the loss (as softmax CE
+    #     below): 5
+    #   backward of the CE: one kernel for the logits' gradient, with the sum of the onehot
+    #     term, and the two sums of the gradient through the stabilising max (mathematically
+    #     zero, but autodiff does not know) as its row reductions (F6): 1
     #   backward of the layers and SGD: dW2 matmul + SGD epilogue, dh matmul + tanh' epilogue,
     #     dW1 matmul + SGD epilogue (F5; the weights are outputs, F1), and for each bias a
     #     sum over the batch with the SGD update as its epilogue (F5 looks through the
-    #     reshape between them, which keeps element order): 3 + 2 = 5. Total 16.
+    #     reshape between them, which keeps element order): 3 + 2 = 5. Total 11.
     mlp = load_mlp()
     args = mlp.EXAMPLES["train_step"]
     e = lower(mlp.train_step, *args)
     ks = check_fused(e, args, rtol=1e-4, atol=1e-6)
-    assert len(ks) == 16
+    assert len(ks) == 11
     kinds = Counter(k.attrs["kind"] for k in ks)
-    assert kinds == {"matmul": 5, "reduce": 8, "elementwise": 3}, kinds
+    assert kinds == {"matmul": 5, "reduce": 6}, kinds
     # one kernel per matmul: forward 2, backward 3
     assert body_contractions(e.stages["fused"])[Op.MATMUL] == 5
+    assert sum(len(row_reductions(k.attrs["body"])) for k in ks) == 3
 
 
 def adam_update(params, grads, m, v, t):
@@ -375,3 +416,20 @@ def test_passes_benchmark_runs_quick(capsys):
     fused = {r.problem: r.kernels for r in rows if r.impl == "graphc, all passes"}
     unfused = {r.problem: r.kernels for r in rows if r.impl == "graphc, -fusion"}
     assert all(fused[p] < unfused[p] for p in fused)
+
+
+def test_costly_ops_read_by_two_kernels_are_materialised_when_cache_sized():
+    # exp(x) read by two kernels (a column sum and an elementwise output): by bytes alone it
+    # would be recomputed in both (F4); an exp costs tens of instructions per element, so at
+    # 4096 elements (in cache) it is computed once. At 256 elements computing it twice costs
+    # less than another kernel call: recomputed
+    def f(x):
+        e = gc.exp(x)
+        return gc.sum(e, axis=0), e * 2.0
+    for n, exps in ((64, 1), (16, 2)):
+        x = rng.standard_normal((n, n)).astype(np.float32)
+        e = lower(f, x)
+        ks = check_fused(e, (x,))
+        assert sum(1 for k in ks for m in k.attrs["body"].nodes if m.op is Op.EXP) == exps
+        if exps == 1:
+            assert any("costly" in d.reason for d in plan(e.stages["simplified"])[2])

@@ -251,14 +251,15 @@ BIG = rng.standard_normal((N, N)).astype(np.float32)
 
 
 def chain_over_temporary(x, y, w):
-    # t = exp(x) + exp(y) is read by two kernels (the row sum and the division) and
+    # t = exp(x) + exp(y) is read by two kernels (the column sum and the division) and
     # recomputing it would read twice its bytes: it is materialised (F4), a 256 KB
-    # temporary. u = t / rowsum is elementwise, the last reader of t, same type: it is
+    # temporary. u = t / colsum is elementwise, the last reader of t, same type: it is
     # written into t's block (M3), and feeds a matmul (so it is materialised too).
-    # (t * (1 / rowsum) rather than t / rowsum: the numpy backend writes ufunc results into
+    # (A sum over the leading axis: a row sum would be a row reduction of u's kernel, F6.
+    # t * (1 / colsum) rather than t / colsum: the numpy backend writes ufunc results into
     # the arena, and renders divide without `out=`)
     t = gc.exp(x) + gc.exp(y)
-    u = t * (1.0 / gc.sum(t, axis=1, keepdims=True))
+    u = t * (1.0 / gc.sum(t, axis=0, keepdims=True))
     return u @ w
 
 
@@ -299,7 +300,7 @@ def test_no_inplace_over_an_input_read_through_a_view():
     # overlapping operands, which hides the hazard and wastes the block)
     def f(x, y, w):
         t = gc.exp(x) + gc.exp(y)
-        u = gc.transpose(t) * (1.0 / gc.sum(t, axis=1, keepdims=True))
+        u = gc.transpose(t) * (1.0 / gc.sum(t, axis=0, keepdims=True))
         return u @ w
 
     stages = gc.compile(f).lower(BIG, BIG, BIG).stages

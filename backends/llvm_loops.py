@@ -1,0 +1,99 @@
+"""Loop metadata for chosen loops of an LLVM kernel: keeping an accumulated row in registers.
+
+The backend compiles with LLVM's loop unrolling off (`LLVMBackend(unroll=False)`: W1-W3
+compiled 2-5x faster and ran as fast). One loop shape needs it, though: row_matmul's inner
+loop (graphc/lower.py), which adds a row of b times a[i, k] into the output row,
+
+    for k ...:                                   (the k loops of the printed kernel)
+      t = a[i, k]
+      for j in 0..W:   out[j] = out[j] + t * b[k, j]
+
+Vectorised but not unrolled, every k loads and stores the output row (store-to-load
+forwarding on each of them); fully unrolled after vectorisation, the W/8 vectors of the row
+are loop-invariant addresses that LICM promotes to registers for the whole k loop. With
+unrolling off, the new pass manager still runs the unroll passes "only when forced", so
+this row's loop gets loop metadata (LangRef, "Transformation Metadata")
+
+    !L = !{!L, !{"llvm.loop.vectorize.enable", i1 1},
+              !{"llvm.loop.vectorize.followup_all", !{"llvm.loop.unroll.full"}}}
+
+which vectorises it and then fully unrolls the loops the vectoriser made of it (the vector
+loop and its remainder); nothing else is unrolled. Measured on batch-1 inference (W5 b1,
+784x512 one-row matmul in 64-column blocks, one thread, CPU time): 62 -> 35 us, as fast as
+unrolling every loop of the module; plain `llvm.loop.unroll.full` on the scalar loop
+instead unrolls it before vectorisation (64 scalar statements): 165 us.
+
+llvmlite's IRBuilder has no distinct metadata nodes; a self-referential node (the loop ID
+LLVM requires as first operand) is made by creating the node and then setting its operands,
+as the IR text `!5 = !{ !5, ... }` that LLVM parses as a cycle (hence unique).
+"""
+from __future__ import annotations
+
+from graphc import kernel as K
+
+ROW_BYTES = 256   # a row that fits 8 AVX registers (64 float32, 32 float64): with the
+# multiplicand and a broadcast, still within AVX2's 16 vector registers
+
+
+def _unit_stride(e, var: str) -> bool:
+    """True when index e is `var + terms without var` (stride 1 in var)."""
+    terms, stack = [], [e]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, K.Add):
+            stack.extend((x.a, x.b))
+        else:
+            terms.append(x)
+    uses = [t for t in terms if var in _vars(t)]
+    return len(uses) == 1 and uses[0] == K.Var(var)
+
+
+def _vars(e) -> set:
+    if isinstance(e, K.Var):
+        return {e.name}
+    if isinstance(e, K.Const):
+        return set()
+    return _vars(e.a) | _vars(e.b)
+
+
+def _loads(v, buf: K.Buffer) -> bool:
+    """Does value v load from buf (directly: not through a Let's Ref)?"""
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, K.Load) and x.buffer == buf:
+            return True
+        stack.extend(K.operands(x))
+    return False
+
+
+def register_row(loop: K.Loop) -> bool:
+    """Is `loop` an innermost loop accumulating a float row in memory, out[j] += x (unit
+    stride in the loop variable, at most ROW_BYTES, x not reading out: no dependence that
+    would stop the vectoriser, which would then warn that it could not do as asked): the
+    loop that gets the metadata?"""
+    if loop.parallel or loop.extent < 2 or any(isinstance(s, K.Loop) for s in loop.body):
+        return False
+    for s in loop.body:
+        if (isinstance(s, K.Store) and s.buffer.dtype.is_float
+                and loop.extent * s.buffer.dtype.itemsize <= ROW_BYTES
+                and isinstance(s.value, K.Binary) and s.value.op == "add"
+                and s.value.a == K.Load(s.buffer, s.index)
+                and not _loads(s.value.b, s.buffer)
+                and _unit_stride(s.index, loop.var)):
+            return True
+    return False
+
+
+def row_loop_id(module):
+    """A new loop ID node for one loop (vectorise, then fully unroll what the vectoriser
+    made); its property nodes are shared within the module."""
+    from llvmlite import ir
+    s = lambda x: ir.MetaDataString(module, x)  # noqa: E731
+    vec = module.add_metadata([s("llvm.loop.vectorize.enable"), ir.Constant(ir.IntType(1), 1)])
+    full = module.add_metadata([s("llvm.loop.unroll.full")])
+    follow = module.add_metadata([s("llvm.loop.vectorize.followup_all"), full])
+    # not add_metadata: it hashes the operands, and this node is one of its own
+    loop_id = ir.MDValue(module, [], name=str(len(module.metadata)))
+    loop_id.operands = (loop_id, vec, follow)
+    return loop_id

@@ -1,0 +1,102 @@
+"""Lowering of row reductions (fusion rule F6) and of matmul epilogues through reshapes
+(graphc/lower.py): the kernel IR's shape is asserted, and its values checked with the
+kernel-IR evaluator against the interpreter."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from graphc import kernel as K
+from graphc.lower import lower_kernel
+from graphc.ops import Op
+from graphc.pipeline import run_pipeline
+
+from test_kernel_ir import check
+
+rng = np.random.default_rng(5)
+X = rng.standard_normal((6, 40)).astype(np.float32)
+
+
+def softmax(x):
+    e = gc.exp(x - gc.max(x, axis=-1, keepdims=True))
+    return e / gc.sum(e, axis=-1, keepdims=True)
+
+
+def top_statements(k: K.Kernel) -> list:
+    """The statements inside the kernel's parallel loop."""
+    (outer,) = [s for s in k.body if isinstance(s, K.Loop)]
+    return list(outer.body)
+
+
+def test_softmax_rows_reduce_once_then_divide_the_stashed_exps():
+    (k,) = check(softmax, X)
+    kinds = [type(s).__name__ for s in top_statements(k)]
+    # per row: max (DefAcc + loop), sum (DefAcc + loop, storing each exp), then the row loop
+    assert kinds == ["DefAcc", "Loop", "DefAcc", "Loop", "Loop"], kinds
+    sum_loop, row_loop = top_statements(k)[3], top_statements(k)[4]
+    assert any(isinstance(s, K.Store) for s in sum_loop.body)          # the stash
+    assert "exp" not in str(K.format_stmts((row_loop,)))                # read back, not redone
+
+
+def test_no_stash_when_the_output_may_share_memory_with_an_input():
+    g = run_pipeline(gc.trace(softmax, X))["optimized"]
+    (node,) = [n for n in g.nodes if n.op is Op.FUSED]
+    k = lower_kernel(node.replace(attrs=node.attrs.with_(inplace=True)))
+    sum_loop, row_loop = top_statements(k)[3], top_statements(k)[4]
+    assert not any(isinstance(s, K.Store) for s in sum_loop.body)
+    assert "exp" in str(K.format_stmts((row_loop,)))
+
+
+@pytest.mark.parametrize("fn", [
+    lambda x: x - gc.log(gc.sum(gc.exp(x), axis=-1, keepdims=True)),           # log-softmax
+    lambda x: (x - gc.mean(x, axis=-1, keepdims=True))
+    / gc.sqrt(gc.var(x, axis=-1, keepdims=True) + 1e-5),                       # layer norm
+    lambda x: gc.exp(x) * gc.max(gc.exp(x), axis=-1, keepdims=True),            # max of a stash
+], ids=["log_softmax", "layer_norm", "exp_times_max"])
+def test_row_kernels_match_the_interpreter(fn):
+    ks = check(fn, X)
+    assert len(ks) == 1
+
+
+def test_row_reduction_over_two_trailing_axes():
+    x = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    (k,) = check(lambda x: x / gc.sum(gc.exp(x), axis=(1, 2), keepdims=True), x)
+    assert k.parallel_extent == 3
+
+
+def test_matmul_epilogue_through_a_reshape_keeps_the_row_form():
+    # a conv weight gradient: (O, C*k*k) product reshaped to the weight's (O, C, k, k) for
+    # its SGD update: the product stays one GEMM-shaped nest, the epilogue runs over it
+    w = rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
+    a = rng.standard_normal((4, 30)).astype(np.float32)
+    b = rng.standard_normal((30, 12)).astype(np.float32)
+    f = lambda w, a, b: w - 0.1 * gc.reshape(a @ b, w.shape)  # noqa: E731
+    (k,) = check(f, w, a, b)
+    assert k.kind == "matmul"
+    L = pytest.importorskip("graphc.backends.llvm")
+    from graphc.backends import llvm_gemm
+    assert llvm_gemm._split(k) not in (None, False)   # zero-init, k loop, then the epilogue
+    # big enough for the packed GEMM: LeNet's second conv (16 x 6*5*5 weights)
+    w = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+    a = rng.standard_normal((16, 200)).astype(np.float32)
+    b = rng.standard_normal((200, 150)).astype(np.float32)
+    fn = gc.compile(f, backend="llvm")
+    prog = fn.lower(w, a, b).program
+    assert any(s.gemm is not None for s in prog.steps)
+    np.testing.assert_allclose(fn(w, a, b), w - 0.1 * (a @ b).reshape(w.shape), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_conv_products_are_single_matmuls_with_the_batch_among_the_columns():
+    # conv2d (groups 1): im2col (C*k*k, N*L), so the forward product, the weight gradient
+    # and the input gradient are each one 2-d matmul (no per-sample products summed over
+    # the batch); the values are test_conv.py's business, the shapes are this test's
+    import graphc.nn.functional as F
+    x = rng.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    loss = lambda x, w: gc.sum(F.conv2d(x, w, padding=1) ** 2)  # noqa: E731
+    g = run_pipeline(gc.trace(gc.value_and_grad(loss, (0, 1)), x, w))["simplified"]
+    mms = [n for n in g.nodes if n.op is Op.MATMUL]
+    assert len(mms) == 3 and all(len(n.shape) == 2 for n in mms), [n.shape for n in mms]
+    assert sorted(n.shape for n in mms) == [(5, 27), (5, 256), (27, 256)]
