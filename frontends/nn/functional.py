@@ -27,7 +27,7 @@ Appendix B), with these graphc conventions:
   counterpart.
 
 Layers: `conv1d/2d/3d` are im2col (the kernel-offset windows are strided slices of the padded
-input, concatenated along channels) then one matmul; `conv_transpose1d/2d/3d` dilate the
+input, stacked into a (C*k, N*L) matrix: the batch among the columns) then one matmul; `conv_transpose1d/2d/3d` dilate the
 input by the stride and run the flipped-kernel convolution; pools use the same windows.
 
 The functions live by concern in the sibling modules `_activation`, `_loss`, `_conv`,
