@@ -1,0 +1,109 @@
+"""The lowering of a matmul kernel in row order (a mixin of graphc.lower's `_Lowerer`):
+the inner loop streams rows of b and of the output (contiguous, vectorisable) instead of
+striding down a column of b, then the epilogue runs over the output in place. The LLVM
+backend runs the kernels of this shape on its packed GEMM (backends/llvm_gemm.py, which
+recognises the nest) or, small, as loops with the output row held in registers."""
+from __future__ import annotations
+
+import numpy as np
+
+from graphc import kernel as K
+from graphc.ops import ELEMENTWISE, Op
+
+
+def _init_zero(dtype):
+    return 0.0 if dtype.is_float else 0
+
+
+def _tile(n: int, target: int) -> int:
+    """The largest divisor of n not above target (loop extents stay static, no remainders)."""
+    return next(d for d in range(min(n, target), 0, -1) if n % d == 0) if n else 1
+
+
+class RowMatmul:
+    """`row_matmul`, for a lowerer with `body`, `value`, `loops`, `emit`, `flat`, `unravel`,
+    `bcast`, `fresh`, `scopes` and `product` (graphc.lower._Lowerer)."""
+
+    def row_matmul(self, out: K.Buffer) -> list | None:
+        """A matmul kernel in loop order (batch..., i) k j, accumulating into the output
+        row: the inner loop streams rows of b and out (contiguous, vectorisable) instead of
+        striding down a column of b. Then the epilogue runs over the row in place. Only when
+        the epilogue reads the product elementwise at its own position (through reshapes,
+        which keep element order: a weight gradient reshaped to the weight's shape for its
+        SGD update) and keeps its dtype; None otherwise (the caller falls back to one
+        accumulator per output element)."""
+        root = self.body.outputs[0]
+        mms = [n for n in self.body.nodes if n.op is Op.MATMUL]
+        if (len(mms) != 1 or mms[0].dtype is not root.dtype or len(mms[0].shape) < 2
+                or mms[0].type.size != root.type.size):
+            return None
+        mm = mms[0]
+        after = {id(mm)}
+        for n in self.body.nodes:
+            if any(id(i) in after for i in n.inputs):
+                if n.op is not Op.RESHAPE and (n.op not in ELEMENTWISE
+                                               or n.type.size != root.type.size):
+                    return None
+                after.add(id(n))
+        a, b = mm.inputs
+        zero = K.Lit(_init_zero(mm.dtype), mm.dtype)
+        M, N, KK = mm.shape[-2], mm.shape[-1], a.shape[-1]
+        bi, bk, bj = _tile(M, 16), _tile(KK, 128), _tile(N, 256)
+        nbatch = int(np.prod(mm.shape[:-2], dtype=np.int64))
+        # one row block in all (an inference batch of 1: a matrix-vector product): the
+        # parallel loop runs over parts of the columns (bw wide) instead, so the threads
+        # share the work. Each k block of 8 rows then streams its rows across the part, 64
+        # columns at a time: the LLVM backend keeps such a 64-wide output row in registers
+        # over the k loop (backends/llvm_loops.py). Full rows are read fastest (784x512 on
+        # one thread: 29 us, as OpenBLAS, against 36 us in two 256-wide parts and 42 us in
+        # 64-wide column blocks down all of k), so a product too small for the LLVM runtime
+        # to split over threads (its PARALLEL_MIN_WORK) has one part of all N columns.
+        by_cols = nbatch * (M // bi) < 2 and _tile(N, 64) < N
+        bw = N
+        if by_cols:
+            bj, bk = _tile(N, 64), _tile(KK, 8)
+            if M * N * KK >= 1 << 20:
+                bw = bj * _tile(N // bj, max(1, 256 // bj))  # a multiple of bj, <= 256
+
+        def block(outer):  # outer = [column part] + batch... + [row block]
+            part = outer[0] if by_cols else None
+            outer = outer[1:] if by_cols else outer
+            batch = list(outer[:-1])
+            row = lambda ii: K.add(K.mul(outer[-1], bi), ii)  # noqa: E731
+            at = lambda ii, j: self.flat(batch + [row(ii), j], mm.shape)  # noqa: E731
+            col = (lambda jv: K.add(K.mul(part, bw), jv)) if by_cols else (lambda jv: jv)
+
+            def nest(prefixes, shape, inner):
+                for s in self.loops(prefixes, shape, inner)[0]:
+                    self.emit(s)
+            nest("j", [bi, bw], lambda v: self.emit(K.Store(out, at(v[0], col(v[1])), zero)))
+
+            def tile(v):  # one (k block, j block) tile for every row of the row block
+                kb, jb, ii, kk = v
+                i, k = row(ii), K.add(K.mul(kb, bk), kk)
+                va = self.value(a, self.bcast(batch, a.shape[:-2]) + [i, k])
+                if not isinstance(va, (K.Ref, K.Lit)):
+                    name = self.fresh("t")
+                    self.emit(K.Let(name, va))
+                    va = K.Ref(name, va.dtype)
+
+                def inner(jv):
+                    j = col(K.add(K.mul(jb, bj), jv[0]))
+                    vb = self.value(b, self.bcast(batch, b.shape[:-2]) + [k, j])
+                    self.emit(K.Store(out, at(ii, j), K.Binary(
+                        "add", K.Load(out, at(ii, j)), K.Binary("mul", va, vb))))
+                nest("j", [bj], inner)
+            nest("k", [KK // bk, bw // bj, bi, bk], tile)
+            if root is not mm:
+                def epilogue(v):
+                    idx = batch + [row(v[0]), col(v[1])]
+                    key = (id(mm), tuple(self.bcast(idx, mm.shape)))
+                    self.scopes[-1].memo[key] = K.Load(out, at(v[0], col(v[1])))
+                    if root.shape != mm.shape:  # the root's index of the same position
+                        idx = self.unravel(at(v[0], col(v[1])), root.shape)
+                    self.emit(K.Store(out, at(v[0], col(v[1])), self.value(root, idx)))
+                self.product = (id(mm), out)
+                nest("j", [bi, bw], epilogue)
+                self.product = None
+        shape = ((N // bw,) if by_cols else ()) + mm.shape[:-2] + (M // bi,)
+        return self.loops("i", shape, block, parallel=True)[0]
