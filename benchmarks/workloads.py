@@ -171,7 +171,8 @@ def _sig(z):
     return 1.0 / (1.0 + gc.exp(-z))
 
 
-def lstm_loss(p, x, onehot):
+def lstm_last_state(p, x):
+    """An LSTM unrolled over x's T steps (gates i, f, g, o side by side): the last h."""
     T, H = x.shape[0], p["Wh"].shape[0]
     h = c = None
     for t in range(T):
@@ -180,7 +181,11 @@ def lstm_loss(p, x, onehot):
         g, o = gc.tanh(a[:, 2 * H:3 * H]), _sig(a[:, 3 * H:4 * H])
         c = i * g if c is None else f * c + i * g
         h = o * gc.tanh(c)
-    return softmax_ce(h @ p["W"] + p["bW"], onehot)
+    return h
+
+
+def lstm_loss(p, x, onehot):
+    return softmax_ce(lstm_last_state(p, x) @ p["W"] + p["bW"], onehot)
 
 
 def lstm_step(p, x, onehot):
