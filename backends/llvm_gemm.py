@@ -9,10 +9,12 @@ row chunks against it (gc_sgemm with packed=1: block (jc, pc) at jc*K + pc*ncp).
 products runs in runs of whole products, one gc_sgemm_batch call each, or, with fewer
 products than chunks, in row chunks of each product with per-thread packing.
 
-Skinny single products take other paths: A rows and B columns both contiguous along K with
-M x N small (a conv weight gradient) run as dot products split over K (backends/
-llvm_gemm_dot.py; A may be a conv's dY read in K segments, `seg_view`); a small M with B's
-rows contiguous reads B in place (gc_sgemm packed=2, `_direct`) in column chunks.
+Small single products take other paths: A rows and B columns both contiguous along K with
+M and M x N small against K (a conv weight gradient) run as dot products split over K
+(backends/llvm_gemm_dot.py; A may be a conv's dY read in K segments, `seg_view`); one A block
+(M <= MC) runs in column chunks (`_columns`), B read in place (gc_sgemm packed=2) when M <=
+MR, else packed sliver by sliver as it is used (packed=3), on several threads only while M is
+small (each chunk packs all of A).
 """
 from __future__ import annotations
 
@@ -217,19 +219,21 @@ def plan(node, kernel: K.Kernel):
 _TLS = threading.local()
 
 
-def _bufs(K_: int, N: int):
-    """This thread's packing buffers, kept and grown as needed (never freed mid-call)."""
+def _bufs(K_: int, N: int) -> tuple[int, int]:
+    """The addresses of this thread's packing buffers (A block, B panel), kept and grown as
+    needed (never freed mid-call; the addresses kept too: `.ctypes.data` costs ~2.5 us)."""
     kc, nc = min(KC, K_), -(-min(NC, N) // NR) * NR
     got = getattr(_TLS, "bufs", None)
     if got is None or got[0].size < MC * kc or got[1].size < kc * nc:
         old = (0, 0) if got is None else (got[0].size, got[1].size)
-        _TLS.bufs = got = (_aligned(max(MC * kc, old[0])), _aligned(max(kc * nc, old[1])))
-    return got
+        got = (_aligned(max(MC * kc, old[0])), _aligned(max(kc * nc, old[1])))
+        _TLS.bufs = got = got + (got[0].ctypes.data, got[1].ctypes.data)
+    return got[2], got[3]
 
 
 def _call(a, b, c, M, N, K_, m0, m1, strides):
     ba, bb = _bufs(K_, N)
-    sgemm_fn()(a, b, c, M, N, K_, m0, m1, ba.ctypes.data, bb.ctypes.data, *strides, 0, N)
+    sgemm_fn()(a, b, c, M, N, K_, m0, m1, ba, bb, *strides, 0, N)
 
 
 SHARE_B = True     # multi-threaded single GEMMs: pack B once, shared by all threads
@@ -316,8 +320,7 @@ def _shared_b(a, b, c, M, N, K_, st, threads, pool):
     fn = sgemm_fn()
 
     def chunk(m0):  # on whichever thread takes it: that thread's A buffer
-        fn(a, b, c, M, N, K_, m0, min(M, m0 + rows), _bufs(K_, N)[0].ctypes.data, out, *st, 1,
-           N)
+        fn(a, b, c, M, N, K_, m0, min(M, m0 + rows), _bufs(K_, N)[0], out, *st, 1, N)
     _spread([pack, [partial(chunk, m0) for m0 in range(0, M, rows)]], threads, pool)
 
 
@@ -338,9 +341,11 @@ def run(spec: GemmSpec, ptrs: list[int], threads: int, pool):
         return D.run_dot(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_,
                          spec.sa[0], spec.sb[1], spec.seg_a, max(1, min(asked, work)),
                          partial(_spread, pool=pool))
-    if DIRECT and nb == 1 and st[3] == 1 and M <= DIRECT_MAX_M and K_ <= DIRECT_MAX_K:
-        return _direct(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_, st,
-                       max(1, min(asked, work, -(-N // NR))), pool)
+    tc = max(1, min(asked, work, -(-N // NR)))  # threads for column chunks
+    direct = DIRECT and st[3] == 1 and M <= DIRECT_MAX_M and K_ <= DIRECT_MAX_K
+    if nb == 1 and (direct or (SLIVERS and M <= MC and (tc == 1 or M <= COLUMNS_MAX_M))):
+        return _columns(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_, st, tc,
+                        pool, 2 if direct else 3)
     if threads > 1 and SHARE_B and nb == 1 and K_ * (N + NR) <= SHARE_MAX:
         return _shared_b(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_, st,
                          threads, pool)
@@ -365,30 +370,34 @@ def run(spec: GemmSpec, ptrs: list[int], threads: int, pool):
 def _batch(spec: GemmSpec, a, b, c, t0: int, t1: int, st):
     """Products t0 <= t < t1 of a batch, on the calling thread's packing buffers."""
     ba, bb = _bufs(spec.K, spec.N)
-    batch_fn()(a, b, c + 4 * t0 * spec.M * spec.N, spec.M, spec.N, spec.K, ba.ctypes.data,
-               bb.ctypes.data, *st, t1 - t0, spec.offs.ctypes.data + 16 * t0)
+    batch_fn()(a, b, c + 4 * t0 * spec.M * spec.N, spec.M, spec.N, spec.K, ba, bb, *st,
+               t1 - t0, spec.offs.ctypes.data + 16 * t0)
 
 
-DIRECT = True      # B with contiguous rows read in place by gc_sgemm (packed=2) when M is
-DIRECT_MAX_M = 3 * MR  # at most this: few row slivers reuse each B sliver (W2: 6 x 50176 x 25
-                       # 0.63 -> 0.43 ms, 16 x 6400 x 150 0.60 -> 0.48; 48 x 4096 x 64 0.42 ->
-                       # 0.61, 150 x 6400 x 16 0.46 -> 0.53: there packing pays) ...
+SLIVERS = True     # one A block (M <= MC): B packed sliver by sliver as it is used (packed=3:
+                   # no pass over all of B, each sliver L1-hot for its row slivers; one
+                   # thread: 32x160x512 (W3) 86 -> 68 us, 128x784x512 1.38 -> 1.34 ms) ...
+COLUMNS_MAX_M = 3 * MR  # ... on several threads when M is at most this (each column chunk
+                        # packs all of A; larger: B packed once, shared, row chunks)
+DIRECT = True      # B with contiguous rows read in place (packed=2) when M is at most
+DIRECT_MAX_M = MR  # this (one row sliver: each B element used once; W2's 6 x 50176 x 25:
+                   # 0.27 ms with packed=3, 0.25 in place; at M = 16, 2 or 3 row slivers,
+                   # packed=3 is as fast, at M = 32 faster) ...
 DIRECT_MAX_K = 256     # ... and K at most this (a sliver's kc rows stay in L1 between uses;
                        # 6 x 4096 x 1024: 3.8 -> 4.5 ms)
 
 
-def _direct(a, b, c, M, N, K_, st, threads: int, pool):
-    """C = A @ B with B read in place, in column chunks over threads (packing B would cost a
-    pass over all of it for the few times each element is used: W2's 6 x 50176 x 25)."""
-    n = 1 if threads == 1 else max(threads, min(MAX_CHUNKS * threads, M * N * K_ // CHUNK_WORK))
-    cols = -(-N // (n * NR)) * NR
+def _columns(a, b, c, M, N, K_, st, threads: int, pool, mode: int):
+    """C = A @ B for M <= MC in column chunks over threads, B read in place (mode 2: packing
+    B would cost a pass over all of it for the few times each element is used: W2's 6 x
+    50176 x 25) or packed sliver by sliver (mode 3). Each chunk packs all of A (small)."""
     fn = sgemm_fn()
+    if threads == 1:  # (the common case for an LSTM's per-step products: no closures)
+        return fn(a, b, c, M, N, K_, 0, M, *_bufs(K_, NR), *st, mode, N)
+    n = max(threads, min(MAX_CHUNKS * threads, M * N * K_ // CHUNK_WORK))
+    cols = -(-N // (n * NR)) * NR
 
-    def chunk(n0):  # this thread's A buffer, its B buffer for an edge sliver
-        ba, bb = _bufs(K_, NR)
-        fn(a, b + 4 * n0, c + 4 * n0, M, min(N, n0 + cols) - n0, K_, 0, M, ba.ctypes.data,
-           bb.ctypes.data, *st, 2, N)
-    tasks = [partial(chunk, n0) for n0 in range(0, N, cols)]
-    if len(tasks) == 1:
-        return tasks[0]()
-    _spread([tasks], threads, pool)
+    def chunk(n0):  # this thread's A buffer, its B buffer for a sliver
+        fn(a, b + 4 * n0 * st[3], c + 4 * n0, M, min(N, n0 + cols) - n0, K_, 0, M,
+           *_bufs(K_, NR), *st, mode, N)
+    _spread([[partial(chunk, n0) for n0 in range(0, N, cols)]], threads, pool)

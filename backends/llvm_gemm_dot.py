@@ -18,8 +18,9 @@ backends/llvm_gemm.run).
 
 W is (Mp, Np, 8) floats per K chunk, Mp, Np: M, N rounded up to DM, DN (`wsize`). Why not the
 packed GEMM: it packed B column by column (a strided read per element: 1.4 ms for W2's
-conv1 weight gradient, 25 x 50176, of 1.8 ms in all), and with M = 6 or 16 its edge tiles
-and per-K-block C updates cost more than the few multiply-adds each B element takes part in.
+conv1 weight gradient, 25 x 50176, of 1.8 ms in all; with 8x8 transposes now 6 x 50176 x 25
+takes 0.76 ms there, 0.30 here), and with M = 6 or 16 its edge tiles and per-K-block C
+updates cost more than the few multiply-adds each B element takes part in (`dot_shape`).
 """
 from __future__ import annotations
 
@@ -210,7 +211,11 @@ def sdot(a, bt, c, chunks: int = 1, seg=None):
 
 DOT = True           # skinny products on gc_sdot (backends/llvm_gemm.run) ...
 DOT_MAX_MN = 4096    # ... when M * N is at most this (W is 8 floats per output: 128 KiB) ...
-DOT_MIN_K = 512      # ... and K at least this (64x400x120: 0.26 ms here, 0.15 ms packed)
+DOT_MIN_K = 2048     # ... and K at least this ... (64x400x120: 0.26 ms here, 0.15 ms packed)
+DOT_MAX_M = 16       # ... and M at most this: the packed GEMM's B packed sliver by sliver
+                     # (a transposing copy) is faster from M = 24 or K <= 1024 (one thread,
+                     # us: 32x512x128 61 vs 80 here, 16x512x128 35 vs 48, 24x1024x96 73 vs
+                     # 83; here faster: 16x2048x128 148 vs 168, 6x4096x128 124 vs 165)
 DOT_CHUNK = 2048     # K per split-K chunk at least (each chunk's W is summed at the end)
 MAX_CHUNKS = 2       # K chunks per thread at most
 SEG_MIN = 256        # a segmented A (la < K) only with segments this long: W2's conv2 dY
@@ -220,8 +225,8 @@ _TLS = threading.local()
 
 
 def dot_shape(M: int, N: int, K: int) -> bool:
-    """M x N small against K (the operands' layout checked by the caller)."""
-    return M * N <= DOT_MAX_MN and K >= DOT_MIN_K
+    """M, and M x N against K, small (the operands' layout checked by the caller)."""
+    return M * N <= DOT_MAX_MN and K >= DOT_MIN_K and M <= DOT_MAX_M
 
 
 def run_dot(a, b, c, M, N, K, lda, ldb, seg, threads: int, spread):

@@ -2,7 +2,8 @@
 numpy: odd sizes, edge tiles, several K blocks, batched and broadcast operands, operands
 copied because no view describes them, fused epilogues, threads, and a training step whose
 matmuls run on it (thresholds lowered so small cases take the path); the skinny paths: dot
-products for K-contiguous operands (llvm_gemm_dot.py) and B read in place."""
+products for K-contiguous operands (llvm_gemm_dot.py) and B read in place; 4-row tail slivers,
+B packed sliver by sliver (packed=3) and the transposing pack of llvm_gemm_parts.py."""
 import numpy as np
 import pytest
 
@@ -243,10 +244,13 @@ def test_run_dot_path(monkeypatch, threads, M, N, K):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("M,K,N", [(6, 25, 5000), (16, 150, 1030), (1, 7, 40), (13, 256, 33)])
+@pytest.mark.parametrize("M,K,N", [(6, 25, 5000), (16, 150, 1030), (1, 7, 40), (13, 256, 33),
+                                   (32, 160, 70), (144, 9, 20)])
 def test_run_b_read_in_place(monkeypatch, threads, M, K, N):
-    """Small M, B's rows contiguous: gc_sgemm reads B in place (packed=2), in column chunks
-    over threads, an edge sliver (N not a multiple of 16) packed; B a row slice of a wider
+    """One A block (M <= MC), B's rows contiguous: in column chunks over threads, gc_sgemm
+    reads B in place (packed=2) when M <= MR, else packs it sliver by sliver (packed=3, the
+    first row sliver's micro-kernel copying it; on several threads only while M <=
+    COLUMNS_MAX_M); an edge sliver (N not a multiple of 16) packed; B a row slice of a wider
     array (row stride != N)."""
     from graphc.backends.llvm import _pool
     monkeypatch.setattr(G, "THREAD_WORK", 1)
@@ -254,12 +258,12 @@ def test_run_b_read_in_place(monkeypatch, threads, M, K, N):
     rng = np.random.default_rng(M + K + N)
     a, bw = _rand(rng, M, K), _rand(rng, K, N + 5)
     calls = []
-    monkeypatch.setattr(G, "_direct", lambda *a, f=G._direct: calls.append(1) or f(*a))
+    monkeypatch.setattr(G, "_columns", lambda *a, f=G._columns: calls.append(a[-1]) or f(*a))
     c = np.full((M, N), np.nan, np.float32)
     spec = G.GemmSpec(0, 1, (K, 1), (N + 5, 1), M, N, K, [0], [0])
     G.run(spec, [a.ctypes.data, bw.ctypes.data, c.ctypes.data], threads, _pool)
     np.testing.assert_allclose(c, a @ bw[:, :N], rtol=1e-4, atol=1e-4 * np.sqrt(K))
-    assert calls == [1]
+    assert calls == ([2] if M <= G.MR else [3] if threads == 1 or M <= G.COLUMNS_MAX_M else [])
     c2 = np.full((M, N), np.nan, np.float32)
     sgemm(a, bw[:, :N], c2, 0, M, mode=2)
     np.testing.assert_allclose(c2, a @ bw[:, :N], rtol=1e-4, atol=1e-4 * np.sqrt(K))
@@ -274,6 +278,7 @@ def test_conv_weight_gradient_reads_dy_in_place(always_gemm, monkeypatch, thread
     monkeypatch.setattr(G, "THREAD_WORK", 1)
     monkeypatch.setattr(D, "DOT_CHUNK", 64)
     monkeypatch.setattr(D, "SEG_MIN", 64)
+    monkeypatch.setattr(D, "DOT_MIN_K", 64)
     rng = np.random.default_rng(n * c)
     dy, cols = _rand(rng, n, c, hw, hw), _rand(rng, k, n * hw * hw)
     fn = lambda dy, cols: gc.reshape(gc.transpose(dy, (1, 0, 2, 3)),  # noqa: E731
@@ -283,3 +288,73 @@ def test_conv_weight_gradient_reads_dy_in_place(always_gemm, monkeypatch, thread
     assert len(specs) == 1 and specs[0].ga is None and specs[0].seg_a == (hw * hw, c * hw * hw)
     want = dy.transpose(1, 0, 2, 3).reshape(c, -1) @ cols.T + 1.0
     np.testing.assert_allclose(f(dy, cols), want, rtol=1e-4, atol=1e-3)
+
+
+# ---- one A block: rows in 6- and 4-row slivers, B packed sliver by sliver ----
+from graphc.backends.llvm_gemm_ir import MR, MR4, NR, packb_fn, row_split  # noqa: E402
+
+
+def test_row_split():
+    """M = 6n + 2 or 6n + 4 ends in 4-row slivers (32 = 4*6 + 2*4): no padded edge sliver."""
+    assert [row_split(m) for m in (32, 30, 28, 8, 4, 2, 7, 13, 144)] == \
+        [24, 30, 24, 0, 0, 2, 7, 13, 144]
+    for m in range(1, 200):
+        e6 = row_split(m)
+        assert e6 % MR == 0 or e6 == m
+        assert (m - e6) % MR4 == 0 and m - e6 <= 2 * MR4
+
+
+@pytest.mark.parametrize("mode", [0, 3])
+@pytest.mark.parametrize("tb", [False, True])
+@pytest.mark.parametrize("M,K,N", [(32, 160, 512), (32, 37, 40), (4, 9, 16), (8, 600, 33),
+                                   (10, 5, 17), (20, 531, 50), (146, 8, 16), (2, 3, 5)])
+def test_sgemm_tail_slivers_and_per_sliver_packing(M, K, N, tb, mode):
+    """4-row tail slivers (full and N-edge tiles), row ranges starting mid-matrix, and
+    packed=3: B packed per sliver, by the first micro-kernel as it reads (rows contiguous)
+    or by the transposing copy (B = X.T, K not a multiple of 8: a scalar tail)."""
+    rng = np.random.default_rng(M * 13 + K + N)
+    a = _rand(rng, M, K)
+    b = _rand(rng, N, K).T if tb else _rand(rng, K, N)
+    for m0 in (0, M // 2):
+        c = np.full((M, N), 7.0, np.float32)
+        sgemm(a, b, c, m0, M, mode=mode)
+        np.testing.assert_allclose(c[m0:], (a @ b)[m0:], rtol=1e-4, atol=1e-4 * np.sqrt(K))
+        assert (c[:m0] == 7.0).all()
+
+
+@pytest.mark.parametrize("kc,cols", [(19, 37), (8, 16), (3, 5)])
+def test_pack_b_transposed(kc, cols):
+    """gc_pack_b of B = X.T (columns contiguous): 8x8 transposes, a k tail, an edge sliver
+    zero-padded; the layout is NR-column slivers, k-major."""
+    from graphc.backends.llvm_gemm_ir import _aligned
+    x = _rand(np.random.default_rng(kc), cols, kc)
+    nsl = -(-cols // NR)
+    out = _aligned(nsl * NR * kc)
+    packb_fn()(x.ctypes.data, 1, kc, kc, cols, out.ctypes.data)
+    want = np.zeros((kc, nsl * NR), np.float32)
+    want[:, :cols] = x.T
+    got = out.reshape(nsl, kc, NR).transpose(1, 0, 2).reshape(kc, nsl * NR)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("tb", [False, True])
+def test_run_small_m_packs_per_sliver(monkeypatch, threads, tb):
+    """An LSTM's per-step products (32 x 160 x 512, dh = dgates @ Wh.T: 32 x 512 x 128 with B
+    transposed) run with B packed per sliver, not on the dot path (M > DOT_MAX_M whatever
+    K); on two threads in column chunks while M <= COLUMNS_MAX_M."""
+    from graphc.backends.llvm import _pool
+    monkeypatch.setattr(G, "THREAD_WORK", 1)
+    monkeypatch.setattr(D, "DOT_MIN_K", 1)
+    M = 32 if threads == 1 else 18
+    M, K, N = (M, 512, 128) if tb else (M, 160, 512)
+    rng = np.random.default_rng(K)
+    a, bx = _rand(rng, M, K), _rand(rng, N, K) if tb else _rand(rng, K, N)
+    modes, dots = [], []
+    monkeypatch.setattr(G, "_columns", lambda *a, f=G._columns: modes.append(a[-1]) or f(*a))
+    monkeypatch.setattr(D, "run_dot", lambda *a, f=D.run_dot: dots.append(1) or f(*a))
+    spec = G.GemmSpec(0, 1, (K, 1), (1, K) if tb else (N, 1), M, N, K, [0], [0])
+    c = np.full((M, N), np.nan, np.float32)
+    G.run(spec, [a.ctypes.data, bx.ctypes.data, c.ctypes.data], threads, _pool)
+    np.testing.assert_allclose(c, a @ (bx.T if tb else bx), rtol=1e-4, atol=1e-4 * np.sqrt(K))
+    assert modes == [3] and dots == []
