@@ -53,10 +53,19 @@ STATS = {"builds": 0, "disk_hits": 0, "memory_hits": 0}  # builds from source, f
 
 
 def _per_element(node: Node, k: K.Kernel) -> K.Kernel:
+    """k lowered with one accumulator per output element (a kind the row-order lowerings of
+    graphc/lower_matmul.py do not take): work-items map to output elements, or to work-group
+    reductions (opencl_reduce), not to one work-item walking the rows."""
     from dataclasses import replace
     from graphc.lower import _Lowerer
-    per = _Lowerer(node.attrs["body"], k.name).kernel("matmul-per-element", k.source_nodes)
+    per = _Lowerer(node.attrs["body"], k.name).kernel(f"{k.kind}-per-element", k.source_nodes)
     return K.verify(replace(per, kind=k.kind))
+
+
+def _row_order(k: K.Kernel) -> bool:
+    """Lowered in row order (graphc/lower_matmul.py): a matmul, or a reduction over leading
+    axes (one parallel iteration)."""
+    return k.kind == "matmul" or (k.kind == "reduce" and k.parallel_extent == 1)
 
 
 # ---- devices -----------------------------------------------------------------------------------------
@@ -243,7 +252,7 @@ class OpenCLBackend:
         leave one work-item per block of 16 rows: that form is what the renderer blocks
         (`graphc.backends.opencl_matmul.match`), and what it runs with matmul="per-element"."""
         graph, nodes, kernels = kernel_nodes(graph)
-        return graph, nodes, [_per_element(n, k) if k.kind == "matmul" else k
+        return graph, nodes, [_per_element(n, k) if _row_order(k) else k
                               for n, k in zip(nodes, kernels)]
 
     def render(self, graph: Graph, kernels) -> tuple[str, list[Launch]]:

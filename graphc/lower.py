@@ -11,8 +11,8 @@ The one technique is index propagation. `value(node, idx)` is the expression for
   elementwise Unary / Binary / Select / CastE of the operands' values at the same idx
   sum/max     emits DefAcc and a loop nest over the reduced axes, returns AccRef
   matmul      emits DefAcc and a loop over k accumulating a[..., i, k] * b[..., k, j]
-              (a matmul kernel with an elementwise epilogue is lowered in row order
-              instead: graphc/lower_matmul.py)
+              (a matmul kernel with an elementwise epilogue, and a reduction over leading
+              axes, are lowered in row order instead: graphc/lower_matmul.py)
   rand        RandE(key, flat index of idx in the rand node's own shape)
 
 A kernel is then a loop nest over its root's shape storing value(root, idx): elementwise,
@@ -360,8 +360,8 @@ class _Lowerer(RowMatmul):
         root = self.body.outputs[0]
         out = K.Buffer("out", root.shape, root.dtype, "out")
         self.buffers.append(out)
-        if kind == "matmul" and len(root.shape) >= 2:
-            body = self.row_matmul(out)
+        if (kind == "matmul" and len(root.shape) >= 2) or kind == "reduce":
+            body = self.row_matmul(out) if kind == "matmul" else self.column_reduce(out)
             if body is not None:
                 return K.Kernel(self.name, tuple(self.buffers), tuple(body), kind,
                                 tuple(provenance), tuple(self.consts))

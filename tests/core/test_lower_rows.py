@@ -100,3 +100,28 @@ def test_conv_products_are_single_matmuls_with_the_batch_among_the_columns():
     mms = [n for n in g.nodes if n.op is Op.MATMUL]
     assert len(mms) == 3 and all(len(n.shape) == 2 for n in mms), [n.shape for n in mms]
     assert sorted(n.shape for n in mms) == [(5, 27), (5, 256), (27, 256)]
+
+
+@pytest.mark.parametrize("fn,shape", [
+    (lambda x: gc.sum(x, axis=0), (7, 33)),                                  # a bias gradient
+    (lambda x: 1.0 - 0.1 * gc.sum(x * 2.0, axis=0, keepdims=True), (5, 16)),  # + SGD epilogue
+    (lambda x: gc.max(x, axis=(0, 1)), (3, 4, 5)),                           # two leading axes
+    (lambda x: gc.sum(gc.exp(x), axis=0), (4, 3, 2, 5)),                     # a 3-d row
+], ids=["sum", "epilogue", "max2", "row3d"])
+def test_leading_axis_reductions_accumulate_whole_rows(fn, shape):
+    x = rng.standard_normal(shape).astype(np.float32)
+    (k,) = check(fn, x)
+    text = str(k).split(") {", 1)[1]
+    assert "acc" not in text, text          # no per-element accumulator walking a column
+    assert k.parallel_extent == 1
+
+
+def test_leading_axis_max_propagates_nan():
+    x = rng.standard_normal((6, 8)).astype(np.float32)
+    x[3, 2] = np.nan
+    (k,) = check(lambda x: gc.max(x, axis=0), x)
+    got = K.evaluate(k, x)
+    assert np.isnan(got[2]) and not np.isnan(np.delete(got, 2)).any()
+    L = pytest.importorskip("graphc.backends.llvm")
+    out = gc.compile(lambda x: gc.max(x, axis=0), backend="llvm")(x)
+    np.testing.assert_array_equal(out, np.max(x, axis=0))
