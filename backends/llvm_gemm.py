@@ -5,16 +5,17 @@ or other movement-op expressions of them, copied per call: `Gather`), run() runs
 Threads: run() hands out work in chunks that the calling thread and pool workers take from a
 shared counter (`_spread`); the caller never waits for a worker to start. A single GEMM packs
 all of B once into a shared buffer (parts of its slivers taken like chunks), then computes
-row chunks against it (gc_sgemm with packed=1: block (jc, pc) at jc*K + pc*ncp). A batch of
-products runs in runs of whole products, one gc_sgemm_batch call each, or, with fewer
-products than chunks, in row chunks of each product with per-thread packing.
+row chunks against it (gc_sgemm with packed=1: block (jc, pc) at jc*K + pc*ncp), unless B is
+small and the chunks long (SHARE_MIN, OWN_B_ROWS): then each chunk packs B for itself. A
+batch of products runs in runs of whole products, one gc_sgemm_batch call each, or, with
+fewer products than chunks, in row chunks of each product with per-thread packing.
 
 Small single products take other paths: A rows and B columns both contiguous along K with
 M and M x N small against K (a conv weight gradient) run as dot products split over K
 (backends/llvm_gemm_dot.py; A may be a conv's dY read in K segments, `seg_view`); one A block
 (M <= MC) runs in column chunks (`_columns`), B read in place (gc_sgemm packed=2) when M <=
 MR, else packed sliver by sliver as it is used (packed=3), on several threads only while M is
-small (each chunk packs all of A).
+small or N large (each chunk packs all of A).
 """
 from __future__ import annotations
 
@@ -242,6 +243,9 @@ CHUNK_WORK = 1 << 21  # multiply-adds per row chunk a thread takes (~50 us): sma
 MAX_CHUNKS = 2     # ... per thread at most (4 cost 2-5% more CPU time at W1's shapes: each
                    # chunk packs its A rows against the whole shared B again)
 SHARE_MAX = 1 << 24  # floats (64 MiB): a bigger B keeps the per-thread packing (bounded memory)
+SHARE_MIN = 1 << 18  # floats: a smaller B is packed by each row chunk for itself when chunks
+OWN_B_ROWS = 128     # have this many rows (no pass behind a barrier, B L2-hot; 2 threads,
+                     # W1's dW1 784x512x128 0.94 -> 0.88 ms, 512x256x128 0.45 -> 0.37)
 
 
 def _spread(phases, threads: int, pool):
@@ -343,13 +347,15 @@ def run(spec: GemmSpec, ptrs: list[int], threads: int, pool):
                          partial(_spread, pool=pool))
     tc = max(1, min(asked, work, -(-N // NR)))  # threads for column chunks
     direct = DIRECT and st[3] == 1 and M <= DIRECT_MAX_M and K_ <= DIRECT_MAX_K
-    if nb == 1 and (direct or (SLIVERS and M <= MC and (tc == 1 or M <= COLUMNS_MAX_M))):
+    if nb == 1 and (direct or (SLIVERS and M <= MC and (tc == 1 or M <= COLUMNS_MAX_M
+                                                          or N >= COLUMNS_MIN_N))):
         return _columns(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_, st, tc,
                         pool, 2 if direct else 3)
-    if threads > 1 and SHARE_B and nb == 1 and K_ * (N + NR) <= SHARE_MAX:
+    if threads > 1 and SHARE_B and nb == 1 and K_ * (N + NR) <= SHARE_MAX and (
+            K_ * (N + NR) >= SHARE_MIN or _chunk_rows(M, M * N * K_, threads) < OWN_B_ROWS):
         return _shared_b(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_, st,
                          threads, pool)
-    # per-thread packing: a batch of products, or one whose B is too big to share
+    # per-thread packing: a batch of products, or one whose B is too big (or small) to share
     n = 1 if threads == 1 else max(threads, min(MAX_CHUNKS * threads,
                                                 nb * M * N * K_ // CHUNK_WORK))
     if nb > 1 and nb >= n:  # whole products, n runs of consecutive ones, one call each
@@ -378,7 +384,10 @@ SLIVERS = True     # one A block (M <= MC): B packed sliver by sliver as it is u
                    # no pass over all of B, each sliver L1-hot for its row slivers; one
                    # thread: 32x160x512 (W3) 86 -> 68 us, 128x784x512 1.38 -> 1.34 ms) ...
 COLUMNS_MAX_M = 3 * MR  # ... on several threads when M is at most this (each column chunk
-                        # packs all of A; larger: B packed once, shared, row chunks)
+                        # packs all of A; larger: row chunks) ...
+COLUMNS_MIN_N = 256     # ... or N at least this (A's packing per chunk small against its
+                        # work, no pass over B behind a barrier; 2 threads: W1's 128x512x784
+                        # 1.02 -> 0.93 ms, 128x512x256 (B^T) 0.45 -> 0.38; W3's 32x512x1024)
 DIRECT = True      # B with contiguous rows read in place (packed=2) when M is at most
 DIRECT_MAX_M = MR  # this (one row sliver: each B element used once; W2's 6 x 50176 x 25:
                    # 0.27 ms with packed=3, 0.25 in place; at M = 16, 2 or 3 row slivers,

@@ -118,10 +118,13 @@ def test_transposed_operands(always_gemm, ta, tb):
                                          (301, 64, 33, False, True), (7, 700, 16, True, True)])
 def test_run_threads_shared_b(monkeypatch, share, threads, M, K, N, ta, tb):
     """run() on several threads: B packed once and shared (several N and K blocks, edge
-    slivers split between threads, transposed operands) or packed per thread."""
+    slivers split between threads, transposed operands) or packed per thread (whatever B's
+    size and N: SHARE_MIN, COLUMNS_MIN_N off)."""
     from graphc.backends.llvm import _pool
     monkeypatch.setattr(G, "THREAD_WORK", 1)
     monkeypatch.setattr(G, "SHARE_B", share)
+    monkeypatch.setattr(G, "SHARE_MIN", 0)
+    monkeypatch.setattr(G, "COLUMNS_MIN_N", 1 << 30)
     rng = np.random.default_rng(M + K + N)
     a, b = _rand(rng, M, K), _rand(rng, K, N)
     aa = np.ascontiguousarray(a.T) if ta else a
@@ -243,6 +246,33 @@ def test_run_dot_path(monkeypatch, threads, M, N, K):
     assert calls == [1]
 
 
+@pytest.mark.parametrize("M,K,N,ta,tb,path", [
+    (128, 784, 512, False, False, "columns"), (128, 256, 512, False, True, "columns"),
+    (130, 300, 261, True, False, "columns"), (784, 128, 512, True, False, "rows"),
+    (512, 128, 250, True, False, "rows"), (256, 784, 512, False, False, "shared"),
+    (256, 512, 256, False, False, "shared")])
+def test_run_two_threads_path(monkeypatch, M, K, N, ta, tb, path):
+    """W1's and W5's products on two threads: M <= MC with N >= COLUMNS_MIN_N in column
+    chunks (B packed per sliver), a B under SHARE_MIN floats (W1's dW1 = x.T @ dz) in row
+    chunks of at least OWN_B_ROWS rows that pack B for themselves, a bigger B (or shorter
+    chunks) packed once and shared."""
+    from graphc.backends.llvm import _pool
+    took = []
+    monkeypatch.setattr(G, "_columns", lambda *a, f=G._columns: took.append("columns") or f(*a))
+    monkeypatch.setattr(G, "_shared_b", lambda *a, f=G._shared_b: took.append("shared") or f(*a))
+    monkeypatch.setattr(G, "_call", lambda *a, f=G._call: took.append("rows") or f(*a))
+    rng = np.random.default_rng(M + K + N)
+    a, b = _rand(rng, M, K), _rand(rng, K, N)
+    aa = np.ascontiguousarray(a.T) if ta else a
+    bb = np.ascontiguousarray(b.T) if tb else b
+    c = np.full((M, N), np.nan, np.float32)
+    spec = G.GemmSpec(0, 1, (1, M) if ta else (K, 1), (1, K) if tb else (N, 1), M, N, K,
+                      [0], [0])
+    G.run(spec, [aa.ctypes.data, bb.ctypes.data, c.ctypes.data], 2, _pool)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+    assert set(took) == {path}
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("M,K,N", [(6, 25, 5000), (16, 150, 1030), (1, 7, 40), (13, 256, 33),
                                    (32, 160, 70), (144, 9, 20)])
@@ -250,8 +280,8 @@ def test_run_b_read_in_place(monkeypatch, threads, M, K, N):
     """One A block (M <= MC), B's rows contiguous: in column chunks over threads, gc_sgemm
     reads B in place (packed=2) when M <= MR, else packs it sliver by sliver (packed=3, the
     first row sliver's micro-kernel copying it; on several threads only while M <=
-    COLUMNS_MAX_M); an edge sliver (N not a multiple of 16) packed; B a row slice of a wider
-    array (row stride != N)."""
+    COLUMNS_MAX_M or N >= COLUMNS_MIN_N); an edge sliver (N not a multiple of 16) packed;
+    B a row slice of a wider array (row stride != N)."""
     from graphc.backends.llvm import _pool
     monkeypatch.setattr(G, "THREAD_WORK", 1)
     monkeypatch.setattr(G, "CHUNK_WORK", 1000)
@@ -263,7 +293,8 @@ def test_run_b_read_in_place(monkeypatch, threads, M, K, N):
     spec = G.GemmSpec(0, 1, (K, 1), (N + 5, 1), M, N, K, [0], [0])
     G.run(spec, [a.ctypes.data, bw.ctypes.data, c.ctypes.data], threads, _pool)
     np.testing.assert_allclose(c, a @ bw[:, :N], rtol=1e-4, atol=1e-4 * np.sqrt(K))
-    assert calls == ([2] if M <= G.MR else [3] if threads == 1 or M <= G.COLUMNS_MAX_M else [])
+    assert calls == ([2] if M <= G.MR else [3] if threads == 1 or M <= G.COLUMNS_MAX_M
+                     or N >= G.COLUMNS_MIN_N else [])
     c2 = np.full((M, N), np.nan, np.float32)
     sgemm(a, bw[:, :N], c2, 0, M, mode=2)
     np.testing.assert_allclose(c2, a @ bw[:, :N], rtol=1e-4, atol=1e-4 * np.sqrt(K))
