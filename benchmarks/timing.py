@@ -2,8 +2,15 @@
 the CPU other processes used meanwhile, and the table.
 
 Every implementation's result is checked against the hand-written NumPy once before it is
-timed. Then rounds run one call of each implementation, the order rotating each round, so
-drift in machine speed hits them alike. Each implementation has an equal share of the
+timed. Then rounds run a short block of calls of each implementation, in an order shuffled
+each round (a fixed rotation biased A/B runs by up to 10%), so drift in machine speed hits
+them alike. A block's first call is not timed (the lead-in): after another implementation's
+call, thread pools that keep spinning for a while (OpenMP's, under torch; OpenBLAS's, for
+which `python -m benchmarks` also sets OPENBLAS_THREAD_TIMEOUT) take a core from whatever runs
+next: interleaved call by call, that cost graphc's two-thread GEMMs about 40% (67 against
+118 GFLOP/s at 256x784x512) and charged every implementation for the others' spinning.
+Calls slower than SLOW_S (the warm-up call, or the median so far) run one to a block, with
+no lead-in. Each implementation has an equal share of the
 workload's budget: it leaves the rounds once it has three runs and runs x median reaches that
 share (the median, so that one call stalled by another process does not end its runs), or
 once its calls have used the whole budget: a slow one (seconds a call) is not repeated for
@@ -20,6 +27,7 @@ round is too short to say anything.
 from __future__ import annotations
 
 import os
+import random
 import statistics
 import time
 from dataclasses import dataclass
@@ -29,6 +37,8 @@ import numpy as np
 from benchmarks import others
 
 BASE = "numpy by hand"
+BLOCK = 3        # timed calls per block (after the untimed lead-in call)
+SLOW_S = 0.05    # calls at least this long: one timed call a block, no lead-in
 NOISY_CORES = 0.2
 MIN_WINDOW_S = 0.5  # 50 ticks: a reading within a few percent of a core
 
@@ -117,26 +127,35 @@ def time_workload(problem, impls, budget_s, max_reps, meter: CpuMeter,
         check(f(*args), want, f"{problem.name}: {label} disagrees with numpy by hand",
               loose=impl in others.FRAMEWORKS)
         fns[label] = f
+    first = dict.fromkeys(fns, 0.0)
     if warmup:  # first-use costs (allocation, TinyJit's capture) stay out of the medians
-        for f in fns.values():
+        for k, f in fns.items():
+            t0 = time.perf_counter()
             f(*args)
+            first[k] = time.perf_counter() - t0
     times: dict[str, list[float]] = {k: [] for k in fns}
     spent, others_s = dict.fromkeys(fns, 0.0), dict.fromkeys(fns, 0.0)
     active, t_start, r = list(fns), time.perf_counter(), 0
     share = budget_s / len(fns)
     window = meter.ticks()
-    while active and r < max_reps:
-        k = r % len(active)
-        for impl in active[k:] + active[:k]:
-            c0 = meter.ticks()
-            t0 = time.perf_counter()
-            fns[impl](*args)
-            dt = time.perf_counter() - t0
-            others_s[impl] += meter.seconds(c0, meter.ticks())
-            times[impl].append(dt)
-            spent[impl] += dt
+    order = random.Random(0)
+    while active:
+        for impl in order.sample(active, len(active)):
+            slow = (statistics.median(times[impl]) if times[impl] else first[impl]) >= SLOW_S
+            if warmup and not slow:  # the lead-in: absorbs the previous implementation's tail
+                t0 = time.perf_counter()
+                fns[impl](*args)
+                spent[impl] += time.perf_counter() - t0
+            for _ in range(1 if slow or not warmup else BLOCK):
+                c0 = meter.ticks()
+                t0 = time.perf_counter()
+                fns[impl](*args)
+                dt = time.perf_counter() - t0
+                others_s[impl] += meter.seconds(c0, meter.ticks())
+                times[impl].append(dt)
+                spent[impl] += dt
         r += 1
-        active = [i for i in active if spent[i] < budget_s and (
+        active = [i for i in active if len(times[i]) < max_reps and spent[i] < budget_s and (
             len(times[i]) < 3 or len(times[i]) * statistics.median(times[i]) < share)]
     note = noise_note(meter.seconds(window, meter.ticks()), time.perf_counter() - t_start)
     rows = []
