@@ -339,23 +339,6 @@ class _Lowerer(RowMatmul):
             self.emit(s)
         return K.AccRef(acc, n.dtype)
 
-    def concat_parts(self, root: Node, out: K.Buffer, outer) -> None:
-        """A root concat (axis > 0) as one loop nest per part, inside the parallel loop over
-        axis 0: each element computes only its own part (not a select over all parts)."""
-        ax, off = root.attrs["axis"], 0
-        for x in root.inputs:
-            if x.shape[ax] == 0:
-                continue
-
-            def inner(vs, x=x, off=off):
-                idx = list(outer) + list(vs)
-                dst = list(idx)
-                dst[ax] = K.add(idx[ax], K.Const(off))
-                self.emit(K.Store(out, self.flat(dst, root.shape), self.value(x, idx)))
-            for st in self.loops("j", x.shape[1:], inner)[0]:
-                self.emit(st)
-            off += x.shape[ax]
-
     def kernel(self, kind: str, provenance) -> K.Kernel:
         root = self.body.outputs[0]
         out = K.Buffer("out", root.shape, root.dtype, "out")
@@ -372,12 +355,19 @@ class _Lowerer(RowMatmul):
                 self.value(n, [K.Const(0) if d in n.attrs["axes"] else v
                                for d, v in enumerate(vars_)])
             self.emit(K.Store(out, self.flat(vars_, root.shape), self.value(root, vars_)))
+        def by_product(vars_):  # loops over the product's shape, the root at that position
+            at = self.flat(vars_, mm.shape)
+            self.emit(K.Store(out, at, self.value(root, self.unravel(at, root.shape))))
         self.out = out
         self.scopes.append(Scope(None))  # the kernel's top level (a scalar root stores here)
+        mm = self.reshaped_product() if kind.startswith("matmul") else None
         if (kind in ("elementwise", "movement") and root.op is Op.CONCAT
                 and len(root.shape) >= 2 and root.attrs["axis"] != 0):
-            body, _ = self.loops("i", root.shape[:1], lambda v: self.concat_parts(root, out, v),
-                                 parallel=True)
+            par = self.parallel_axis(root)
+            body, _ = self.loops("i", root.shape[par:par + 1],
+                                 lambda v: self.concat_parts(root, out, v, par), parallel=True)
+        elif mm is not None:  # the nest of a matmul (what backends block), not the reshape's
+            body, _ = self.loops("i", mm.shape, by_product, parallel=True)
         else:
             body, _ = self.loops("i", root.shape, inner, parallel=True)
         top = self.scopes.pop().stmts + body

@@ -1,7 +1,9 @@
-"""Lowerings in row order (a mixin of graphc.lower's `_Lowerer`): a matmul kernel's inner
-loop streams rows of b and of the output (contiguous, vectorisable) instead of striding down
-a column of b, and a reduction over leading axes adds whole rows of its operand into the
-output row; then the epilogue runs over the output in place. The LLVM
+"""Loop orders other than one accumulator per output element (a mixin of graphc.lower's
+`_Lowerer`): a matmul kernel's inner loop streams rows of b and of the output (contiguous,
+vectorisable) instead of striding down a column of b, and a reduction over leading axes adds
+whole rows of its operand into the output row, then the epilogue runs over the output in
+place; a matmul whose result is reshaped loops over the product's shape; a concatenation
+loops over each part, in parallel over a long axis. The LLVM
 backend runs the kernels of this shape on its packed GEMM (backends/llvm_gemm.py, which
 recognises the nest) or, small, as loops with the output row held in registers."""
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphc import kernel as K
+from graphc.ir import Node
 from graphc.ops import ELEMENTWISE, Op
 
 
@@ -21,8 +24,22 @@ def _tile(n: int, target: int) -> int:
     return next(d for d in range(min(n, target), 0, -1) if n % d == 0) if n else 1
 
 
+def epilogue_keeps_order(body, node) -> bool:
+    """Is every op after `node` in the kernel body elementwise over the root's size, or a
+    reshape (which keeps element order)? Then the root's element at each flat position is
+    a function of the node's element at the same position (an epilogue in place)."""
+    root, after = body.outputs[0], {id(node)}
+    for n in body.nodes:
+        if any(id(i) in after for i in n.inputs):
+            if n.op is not Op.RESHAPE and (n.op not in ELEMENTWISE
+                                           or n.type.size != root.type.size):
+                return False
+            after.add(id(n))
+    return True
+
+
 class RowMatmul:
-    """`row_matmul` and `column_reduce`, for a lowerer with `body`, `value`, `loops`, `emit`, `flat`, `unravel`,
+    """`row_matmul`, `column_reduce`, `reshaped_product` and `concat_parts`, for a lowerer with `body`, `value`, `loops`, `emit`, `flat`, `unravel`,
     `bcast`, `fresh`, `scopes` and `product` (graphc.lower._Lowerer)."""
 
     def row_matmul(self, out: K.Buffer) -> list | None:
@@ -39,13 +56,8 @@ class RowMatmul:
                 or mms[0].type.size != root.type.size):
             return None
         mm = mms[0]
-        after = {id(mm)}
-        for n in self.body.nodes:
-            if any(id(i) in after for i in n.inputs):
-                if n.op is not Op.RESHAPE and (n.op not in ELEMENTWISE
-                                               or n.type.size != root.type.size):
-                    return None
-                after.add(id(n))
+        if not epilogue_keeps_order(self.body, mm):
+            return None
         a, b = mm.inputs
         zero = K.Lit(_init_zero(mm.dtype), mm.dtype)
         M, N, KK = mm.shape[-2], mm.shape[-1], a.shape[-1]
@@ -127,13 +139,8 @@ class RowMatmul:
         if (axes != list(range(lead)) or lead == len(x.shape) or not red.dtype.is_float
                 or red.dtype is not root.dtype or red.type.size != root.type.size):
             return None
-        after = {id(red)}
-        for n in self.body.nodes:
-            if any(id(i) in after for i in n.inputs):
-                if n.op is not Op.RESHAPE and (n.op not in ELEMENTWISE
-                                               or n.type.size != root.type.size):
-                    return None
-                after.add(id(n))
+        if not epilogue_keeps_order(self.body, red):
+            return None
         tail = x.shape[lead:]
         init = K.Lit(float("-inf") if red.op is Op.MAX else 0.0, red.dtype)
         step = "maximum" if red.op is Op.MAX else "add"
@@ -160,3 +167,41 @@ class RowMatmul:
                 nest("j", tail, epilogue)
                 self.product = None
         return self.loops("i", [1], body, parallel=True)[0]
+
+    def reshaped_product(self) -> Node | None:
+        """The kernel's matmul when the root is that product reshaped (and elementwise after:
+        a conv weight gradient's SGD update in the weight's shape), keeping element order;
+        else None."""
+        root = self.body.outputs[0]
+        mms = [n for n in self.body.nodes if n.op is Op.MATMUL]
+        if len(mms) != 1 or mms[0].shape == root.shape or mms[0].type.size != root.type.size:
+            return None
+        return mms[0] if epilogue_keeps_order(self.body, mms[0]) else None
+
+    def concat_parts(self, root: Node, out: K.Buffer, outer, par: int = 0) -> None:
+        """A root concat (axis > 0) as one loop nest per part, inside the parallel loop over
+        axis `par` (outer = [its variable]): each element computes only its own part (not a
+        select over all parts)."""
+        ax, off = root.attrs["axis"], 0
+        for x in root.inputs:
+            if x.shape[ax] == 0:
+                continue
+
+            def inner(vs, x=x, off=off):
+                idx = list(vs[:par]) + list(outer) + list(vs[par:])
+                dst = list(idx)
+                dst[ax] = K.add(idx[ax], K.Const(off))
+                self.emit(K.Store(out, self.flat(dst, root.shape), self.value(x, idx)))
+            for st in self.loops("j", x.shape[:par] + x.shape[par + 1:], inner)[0]:
+                self.emit(st)
+            off += x.shape[ax]
+
+    @staticmethod
+    def parallel_axis(root: Node) -> int:
+        """The concat's axis to run in parallel: 0, unless axis 0 is shorter than 8 (conv's
+        im2col over one input channel is (1, k*k, N, H, W): one work-item did it all); then
+        the first axis of at least 8 that is not the concat's."""
+        if root.shape[0] >= 8:
+            return 0
+        return next((d for d, n in enumerate(root.shape)
+                     if d != root.attrs["axis"] and n >= 8), 0)

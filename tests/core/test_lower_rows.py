@@ -125,3 +125,37 @@ def test_leading_axis_max_propagates_nan():
     L = pytest.importorskip("graphc.backends.llvm")
     out = gc.compile(lambda x: gc.max(x, axis=0), backend="llvm")(x)
     np.testing.assert_array_equal(out, np.max(x, axis=0))
+
+
+def test_per_element_matmul_loops_over_the_product_not_its_reshape():
+    # the OpenCL backend lowers matmul kernels one accumulator per element and blocks that
+    # nest (opencl_matmul.match); with a reshape epilogue the nest must be the product's
+    # (4, 12), not the weight's (4, 3, 2, 2), or it ran unblocked (W2 on OpenCL: 25 ms)
+    from dataclasses import replace
+    from graphc.lower import _Lowerer
+    w = rng.standard_normal((4, 3, 2, 2)).astype(np.float32)
+    a = rng.standard_normal((4, 30)).astype(np.float32)
+    b = rng.standard_normal((30, 12)).astype(np.float32)
+    g = run_pipeline(gc.trace(lambda w, a, b: w - 0.1 * gc.reshape(a @ b, w.shape), w, a, b))
+    (node,) = [n for n in g["optimized"].nodes if n.op is Op.FUSED]
+    k = K.verify(replace(_Lowerer(node.attrs["body"], "k").kernel("matmul-per-element", ()),
+                         kind="matmul"))
+    outer = k.body[0]
+    assert (outer.extent, outer.body[0].extent) == (4, 12)
+    ins = [{id(i): x for i, x in zip(g["optimized"].inputs, (w, a, b))}[id(i)]
+           for i in node.inputs]
+    np.testing.assert_allclose(K.evaluate(k, *ins), w - 0.1 * (a @ b).reshape(w.shape),
+                               rtol=1e-5, atol=1e-5)
+    from graphc.backends.opencl_matmul import match
+    assert match(k) is not None
+
+
+def test_concat_of_one_channel_runs_in_parallel_over_the_batch():
+    # conv im2col over one input channel: the concat's root is (1, k*k, N, H, W); its
+    # parallel loop is the batch (N), not the length-1 channel axis
+    import graphc.nn.functional as F
+    x = rng.standard_normal((16, 1, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
+    ks = check(lambda x, w: F.conv2d(x, w), x, w)
+    (mv,) = [k for k in ks if k.kind == "movement"]
+    assert mv.parallel_extent == 16
