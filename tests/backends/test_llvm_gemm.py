@@ -62,6 +62,21 @@ def test_batched_and_broadcast(always_gemm, sa, sb):
     np.testing.assert_allclose(f(a, b), a @ b, rtol=1e-4, atol=1e-4)
 
 
+def _run_single(M, K, N, ta, tb, threads):
+    """One M x K x N product through run() (A, B transposed in memory when ta, tb), checked
+    against numpy; the output starts as NaN so any element left unwritten shows."""
+    from graphc.backends.llvm import _pool
+    rng = np.random.default_rng(M + K + N)
+    a, b = _rand(rng, M, K), _rand(rng, K, N)
+    aa = np.ascontiguousarray(a.T) if ta else a
+    bb = np.ascontiguousarray(b.T) if tb else b
+    c = np.full((M, N), np.nan, np.float32)
+    spec = G.GemmSpec(0, 1, (1, M) if ta else (K, 1), (1, K) if tb else (N, 1), M, N, K,
+                      [0], [0])
+    G.run(spec, [aa.ctypes.data, bb.ctypes.data, c.ctypes.data], threads, _pool)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+
+
 def test_large_default_thresholds_use_gemm():
     rng = np.random.default_rng(1)
     a, b = _rand(rng, 200, 300), _rand(rng, 300, 100)
@@ -120,20 +135,11 @@ def test_run_threads_shared_b(monkeypatch, share, threads, M, K, N, ta, tb):
     """run() on several threads: B packed once and shared (several N and K blocks, edge
     slivers split between threads, transposed operands) or packed per thread (whatever B's
     size and N: SHARE_MIN, COLUMNS_MIN_N off)."""
-    from graphc.backends.llvm import _pool
     monkeypatch.setattr(G, "THREAD_WORK", 1)
     monkeypatch.setattr(G, "SHARE_B", share)
     monkeypatch.setattr(G, "SHARE_MIN", 0)
     monkeypatch.setattr(G, "COLUMNS_MIN_N", 1 << 30)
-    rng = np.random.default_rng(M + K + N)
-    a, b = _rand(rng, M, K), _rand(rng, K, N)
-    aa = np.ascontiguousarray(a.T) if ta else a
-    bb = np.ascontiguousarray(b.T) if tb else b
-    c = np.full((M, N), np.nan, np.float32)
-    spec = G.GemmSpec(0, 1, (1, M) if ta else (K, 1), (1, K) if tb else (N, 1), M, N, K,
-                      [0], [0])
-    G.run(spec, [aa.ctypes.data, bb.ctypes.data, c.ctypes.data], threads, _pool)
-    np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+    _run_single(M, K, N, ta, tb, threads)
 
 
 VIEW_CASES = {  # operands read in place through views of the kernel inputs (llvm_gemm._view)
@@ -256,20 +262,11 @@ def test_run_two_threads_path(monkeypatch, M, K, N, ta, tb, path):
     chunks (B packed per sliver), a B under SHARE_MIN floats (W1's dW1 = x.T @ dz) in row
     chunks of at least OWN_B_ROWS rows that pack B for themselves, a bigger B (or shorter
     chunks) packed once and shared."""
-    from graphc.backends.llvm import _pool
     took = []
     monkeypatch.setattr(G, "_columns", lambda *a, f=G._columns: took.append("columns") or f(*a))
     monkeypatch.setattr(G, "_shared_b", lambda *a, f=G._shared_b: took.append("shared") or f(*a))
     monkeypatch.setattr(G, "_call", lambda *a, f=G._call: took.append("rows") or f(*a))
-    rng = np.random.default_rng(M + K + N)
-    a, b = _rand(rng, M, K), _rand(rng, K, N)
-    aa = np.ascontiguousarray(a.T) if ta else a
-    bb = np.ascontiguousarray(b.T) if tb else b
-    c = np.full((M, N), np.nan, np.float32)
-    spec = G.GemmSpec(0, 1, (1, M) if ta else (K, 1), (1, K) if tb else (N, 1), M, N, K,
-                      [0], [0])
-    G.run(spec, [aa.ctypes.data, bb.ctypes.data, c.ctypes.data], 2, _pool)
-    np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4 * np.sqrt(K))
+    _run_single(M, K, N, ta, tb, 2)
     assert set(took) == {path}
 
 
