@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from benchmarks.passes import LR
+from benchmarks.workloads import mlp_forward
 
 
 def _jax():
@@ -25,13 +26,7 @@ def _ce(jax, z, onehot):
 
 
 def _mlp(jax, p, x):
-    n = len(p) // 2
-    h = x
-    for i in range(1, n + 1):
-        h = h @ p[f"W{i}"] + p[f"b{i}"]
-        if i < n:
-            h = jax.nn.relu(h)
-    return h
+    return mlp_forward(p, x, jax.nn.relu)
 
 
 def _pool(h):

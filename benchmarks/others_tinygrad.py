@@ -22,6 +22,7 @@ import glob
 import os
 
 from benchmarks.passes import LR
+from benchmarks.workloads import mlp_forward
 
 DEVICE = "CL"
 
@@ -56,13 +57,7 @@ def _ce(z, onehot):
 
 
 def _mlp(p, x):
-    n = len(p) // 2
-    h = x
-    for i in range(1, n + 1):
-        h = h @ p[f"W{i}"] + p[f"b{i}"]
-        if i < n:
-            h = h.relu()
-    return h
+    return mlp_forward(p, x, lambda h: h.relu())
 
 
 def _cnn_loss(p, x, y):

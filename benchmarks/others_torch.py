@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from benchmarks.passes import LR
+from benchmarks.workloads import mlp_forward
 
 
 def _torch():
@@ -26,13 +27,7 @@ def _ce(F, z, onehot):
 
 
 def _mlp(F, p, x):
-    n = len(p) // 2
-    h = x
-    for i in range(1, n + 1):
-        h = h @ p[f"W{i}"] + p[f"b{i}"]
-        if i < n:
-            h = F.relu(h)
-    return h
+    return mlp_forward(p, x, F.relu)
 
 
 def _train(torch, loss_fn):

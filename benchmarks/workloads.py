@@ -85,14 +85,20 @@ def mlp_problem(q):
                    mlp_numpy, (_mlp_params(rng, sizes), x, y))
 
 
-def _mlp_fwd(params, x, xp=None):
+def mlp_forward(params, x, act):
+    """The MLP of W1 and W5 in any array library: x @ W1 + b1, act, ..., the last layer
+    linear (params W1, b1, W2, ...; `act` the library's ReLU)."""
     n = len(params) // 2
     h = x
     for i in range(1, n + 1):
         h = h @ params[f"W{i}"] + params[f"b{i}"]
         if i < n:
-            h = relu(h) if xp is None else np.maximum(h, 0)
+            h = act(h)
     return h
+
+
+def _mlp_fwd(params, x, xp=None):
+    return mlp_forward(params, x, relu if xp is None else (lambda h: np.maximum(h, 0)))
 
 
 def infer_problems(q):
