@@ -35,36 +35,9 @@ ROW_BYTES = 256   # a row that fits 8 AVX registers (64 float32, 32 float64): wi
 # multiplicand and a broadcast, still within AVX2's 16 vector registers
 
 
-def _unit_stride(e, var: str) -> bool:
-    """True when index e is `var + terms without var` (stride 1 in var)."""
-    terms, stack = [], [e]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, K.Add):
-            stack.extend((x.a, x.b))
-        else:
-            terms.append(x)
-    uses = [t for t in terms if var in _vars(t)]
-    return len(uses) == 1 and uses[0] == K.Var(var)
-
-
-def _vars(e) -> set:
-    if isinstance(e, K.Var):
-        return {e.name}
-    if isinstance(e, K.Const):
-        return set()
-    return _vars(e.a) | _vars(e.b)
-
-
 def _loads(v, buf: K.Buffer) -> bool:
     """Does value v load from buf (directly: not through a Let's Ref)?"""
-    stack = [v]
-    while stack:
-        x = stack.pop()
-        if isinstance(x, K.Load) and x.buffer == buf:
-            return True
-        stack.extend(K.operands(x))
-    return False
+    return any(isinstance(x, K.Load) and x.buffer == buf for x in K.walk(v))
 
 
 def register_row(loop: K.Loop) -> bool:
@@ -80,7 +53,7 @@ def register_row(loop: K.Loop) -> bool:
                 and isinstance(s.value, K.Binary) and s.value.op == "add"
                 and s.value.a == K.Load(s.buffer, s.index)
                 and not _loads(s.value.b, s.buffer)
-                and _unit_stride(s.index, loop.var)):
+                and K.stride(s.index, loop.var) == 1):
             return True
     return False
 

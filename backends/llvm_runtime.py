@@ -66,20 +66,15 @@ def in_place(n: Node, kernel: K.Kernel) -> K.Kernel:
 
 def _reads(kernel: K.Kernel) -> set[str]:
     """Names of the buffers a kernel loads from."""
-    names, stack = set(), []
+    names: set[str] = set()
 
-    def walk(body):
+    def stmts(body):
         for s in body:
             if isinstance(s, K.Loop):
-                walk(s.body)
+                stmts(s.body)
             elif hasattr(s, "value"):
-                stack.append(s.value)
-    walk(kernel.body)
-    while stack:
-        v = stack.pop()
-        if isinstance(v, K.Load):
-            names.add(v.buffer.name)
-        stack.extend(K.operands(v))
+                names.update(x.buffer.name for x in K.walk(s.value) if isinstance(x, K.Load))
+    stmts(kernel.body)
     return names
 
 

@@ -3,21 +3,14 @@ variables a value reads, how an index moves with one of them, and the IR with lo
 replaced by index expressions (a block's row, a vector's lane) and Lets inlined."""
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import replace
 
 from graphc import kernel as K
 
-VALUES = (K.Load, K.Lit, K.Unary, K.Binary, K.Select, K.CastE, K.RandE, K.InBounds, K.AccRef,
-          K.Ref)
 
-
-def walk(v):
-    """`v` and every value inside it."""
-    yield v
-    for f in fields(v):
-        sub = getattr(v, f.name)
-        if isinstance(sub, VALUES):
-            yield from walk(sub)
+walk = K.walk            # `v` and every value inside it
+index_vars = K.index_vars  # the loop variables an index reads
+stride = K.stride          # the coefficient of a loop variable in an affine index
 
 
 def subst_index(e, env: dict):
@@ -55,15 +48,6 @@ def subst(v, env: dict, lets: dict | None = None):
     return v   # Lit, AccRef, a Ref bound outside
 
 
-def index_vars(e) -> set:
-    """The loop variables index `e` reads."""
-    if isinstance(e, K.Var):
-        return {e.name}
-    if isinstance(e, K.Const):
-        return set()
-    return index_vars(e.a) | index_vars(e.b)
-
-
 def value_vars(v) -> set | None:
     """The loop variables a value reads; None when it reads an accumulator, a Let or `out`."""
     out = set()
@@ -76,14 +60,6 @@ def value_vars(v) -> set | None:
             for e, _, _ in x.checks:
                 out |= index_vars(e)
     return out
-
-
-def stride(e, var: str):
-    """The coefficient of `var` in index `e` when e is affine in it, else None."""
-    terms = K._terms(e)
-    if any(t is not None and t != K.Var(var) and var in index_vars(t) for _, t in terms):
-        return None
-    return sum(c for c, t in terms if t == K.Var(var))
 
 
 def unit_stride(v, var: str) -> bool:

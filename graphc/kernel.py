@@ -378,6 +378,31 @@ def operands(v) -> tuple:
     return ()
 
 
+def walk(v):
+    """`v` and every value expression inside it (operands, recursively)."""
+    yield v
+    for sub in operands(v):
+        yield from walk(sub)
+
+
+def index_vars(e: "Index") -> set[str]:
+    """The loop variables an index expression reads."""
+    if isinstance(e, Var):
+        return {e.name}
+    if isinstance(e, Const):
+        return set()
+    return index_vars(e.a) | index_vars(e.b)
+
+
+def stride(e: "Index", var: str) -> int | None:
+    """The coefficient of loop variable `var` in index `e` when e is affine in it, else None
+    (1: contiguous along var)."""
+    terms = _terms(e)
+    if any(t is not None and t != Var(var) and var in index_vars(t) for _, t in terms):
+        return None
+    return sum(c for c, t in terms if t == Var(var))
+
+
 def _vparen(v) -> str:
     return str(v) if isinstance(v, (Load, Lit, AccRef, Ref, Unary, CastE, RandE)) else f"({v})"
 

@@ -31,13 +31,11 @@ def _indexes(body):
                 out.append(s.index)
             if isinstance(s, (K.Store, K.Let, K.Accumulate)):
                 stack.append(s.value)
-    while stack:
-        v = stack.pop()
+    for v in (x for root in stack for x in K.walk(root)):
         if isinstance(v, (K.Load, K.RandE)):
             out.append(v.index)
         if isinstance(v, K.InBounds):
             return None
-        stack.extend(K.operands(v))
     return out
 
 

@@ -67,12 +67,7 @@ def simplify_index(e: K.Index, ext: dict[str, int]) -> K.Index:
     return type(e)(a, b)
 
 
-def free_vars(e: K.Index) -> set[str]:
-    if isinstance(e, K.Var):
-        return {e.name}
-    if isinstance(e, K.Const):
-        return set()
-    return free_vars(e.a) | free_vars(e.b)
+free_vars = K.index_vars  # (the name the schedule steps and kernel_layout use)
 
 
 def eval_range(e: K.Index, var: str, n: int) -> np.ndarray:

@@ -30,10 +30,7 @@ def _short(s: str) -> str:
 
 def _loads(v, acc: set) -> set:
     """Names of the buffers a value expression reads."""
-    if isinstance(v, K.Load):
-        acc.add(v.buffer.name)
-    for sub in K.operands(v):
-        _loads(sub, acc)
+    acc.update(x.buffer.name for x in K.walk(v) if isinstance(x, K.Load))
     return acc
 
 

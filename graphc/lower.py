@@ -63,19 +63,6 @@ class Scope:
         self.var = var
 
 
-def _free_vars(idx) -> set[str]:
-    """The loop variables an index (a list of index expressions) uses."""
-    out: set[str] = set()
-    stack = list(idx)
-    while stack:
-        e = stack.pop()
-        if isinstance(e, K.Var):
-            out.add(e.name)
-        elif not isinstance(e, K.Const):
-            stack.extend((e.a, e.b))
-    return out
-
-
 class _Lowerer(RowMatmul):
     def __init__(self, body: Graph, name: str, stash_ok: bool = True):
         self.body, self.name = body, name
@@ -169,7 +156,7 @@ class _Lowerer(RowMatmul):
             # broadcast back over the row) is computed once, in the scope of the innermost
             # loop it depends on, not once per element of the inner loops (fusion rule F6);
             # values bound in the inner scopes are out of its reach there
-            free = _free_vars(idx)
+            free = set().union(*map(K.index_vars, idx))
             at = max((k for k, sc in enumerate(self.scopes) if sc.var in free), default=0)
             if at < len(self.scopes) - 1:
                 inner = self.scopes[at + 1:]
