@@ -41,16 +41,8 @@ from graphc.ir import Graph, Node, apply, at_loc, input_node
 from graphc import kernel as K
 from graphc.ops import BINARY, ELEMENTWISE, Op, UNARY
 from graphc.passes.fusion import INLINE_CONST_ELEMENTS, kernel_kind
-from graphc.lower_matmul import RowMatmul
+from graphc.lower_matmul import RowMatmul, _init
 from graphc.printer import format_node, node_names
-from graphc.types import DType
-
-
-def _init(op: Op, dtype: DType):
-    """The accumulator's start: 0 for sums and matmuls, the lowest value for max."""
-    if op is Op.MAX:
-        return float("-inf") if dtype.is_float else int(np.iinfo(dtype.np).min)
-    return 0.0 if dtype.is_float else 0
 
 
 class Scope:

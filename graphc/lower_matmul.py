@@ -15,7 +15,10 @@ from graphc.ir import Node
 from graphc.ops import ELEMENTWISE, Op
 
 
-def _init_zero(dtype):
+def _init(op: Op, dtype):
+    """The accumulator's start: 0 for sums and matmuls, the lowest value for max."""
+    if op is Op.MAX:
+        return float("-inf") if dtype.is_float else int(np.iinfo(dtype.np).min)
     return 0.0 if dtype.is_float else 0
 
 
@@ -59,7 +62,7 @@ class RowMatmul:
         if not epilogue_keeps_order(self.body, mm):
             return None
         a, b = mm.inputs
-        zero = K.Lit(_init_zero(mm.dtype), mm.dtype)
+        zero = K.Lit(_init(Op.MATMUL, mm.dtype), mm.dtype)
         M, N, KK = mm.shape[-2], mm.shape[-1], a.shape[-1]
         bi, bk, bj = _tile(M, 16), _tile(KK, 128), _tile(N, 256)
         nbatch = int(np.prod(mm.shape[:-2], dtype=np.int64))
@@ -142,7 +145,7 @@ class RowMatmul:
         if not epilogue_keeps_order(self.body, red):
             return None
         tail = x.shape[lead:]
-        init = K.Lit(float("-inf") if red.op is Op.MAX else 0.0, red.dtype)
+        init = K.Lit(_init(red.op, red.dtype), red.dtype)
         step = "maximum" if red.op is Op.MAX else "add"
         at = lambda t: self.flat(t, tail)  # noqa: E731  (the output's flat position)
 
