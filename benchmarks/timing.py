@@ -135,7 +135,7 @@ def time_workload(problem, impls, budget_s, max_reps, meter: CpuMeter,
             first[k] = time.perf_counter() - t0
     times: dict[str, list[float]] = {k: [] for k in fns}
     spent, others_s = dict.fromkeys(fns, 0.0), dict.fromkeys(fns, 0.0)
-    active, t_start, r = list(fns), time.perf_counter(), 0
+    active, t_start = list(fns), time.perf_counter()
     share = budget_s / len(fns)
     window = meter.ticks()
     order = random.Random(0)
@@ -154,7 +154,6 @@ def time_workload(problem, impls, budget_s, max_reps, meter: CpuMeter,
                 others_s[impl] += meter.seconds(c0, meter.ticks())
                 times[impl].append(dt)
                 spent[impl] += dt
-        r += 1
         active = [i for i in active if len(times[i]) < max_reps and spent[i] < budget_s and (
             len(times[i]) < 3 or len(times[i]) * statistics.median(times[i]) < share)]
     note = noise_note(meter.seconds(window, meter.ticks()), time.perf_counter() - t_start)
