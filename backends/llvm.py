@@ -41,7 +41,7 @@ from graphc.backends.llvm_codegen import (  # noqa: E402,F401  (code generation,
     BINARY, UNARY, _Codegen, _kind, build_module, ir_type)
 
 from graphc.backends.llvm_runtime import (  # noqa: E402,F401  (the runtime, re-exported)
-    PARALLEL_MIN_WORK, LLVMProgram, _pool, _separate, _Step, in_place)
+    PARALLEL_MIN_WORK, LLVMProgram, _separate, _Step, in_place)
 
 
 # ---- JIT ----------------------------------------------------------------------------------------------

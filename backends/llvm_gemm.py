@@ -2,10 +2,10 @@
 plan() picks the matmul kernels it can run (operands that are kernel inputs, views of them,
 or other movement-op expressions of them, copied per call: `Gather`), run() runs one.
 
-Threads: run() hands out work in chunks that the calling thread and pool workers take from a
-shared counter (`_spread`); the caller never waits for a worker to start. A single GEMM packs
-all of B once into a shared buffer (parts of its slivers taken like chunks), then computes
-row chunks against it (gc_sgemm with packed=1: block (jc, pc) at jc*K + pc*ncp), unless B is
+Threads: run() hands out work as tasks (chunks) that the calling thread and the native pool's
+workers take from a shared counter (backends/llvm_pool.py); the caller never waits for a
+worker to start. A single GEMM packs all of B once into a shared buffer (parts of its
+slivers taken like chunks), then computes row chunks against it (gc_sgemm with packed=1: block (jc, pc) at jc*K + pc*ncp), unless B is
 small and the chunks long (SHARE_MIN, OWN_B_ROWS): then each chunk packs B for itself. A
 batch of products runs in runs of whole products, one gc_sgemm_batch call each, or, with
 fewer products than chunks, in row chunks of each product with per-thread packing.
@@ -20,10 +20,8 @@ small or N large (each chunk packs all of A).
 from __future__ import annotations
 
 import ctypes
-import itertools
 import threading
 from dataclasses import dataclass, replace
-from functools import partial
 
 import numpy as np
 
@@ -33,8 +31,9 @@ from graphc.types import DType
 
 from graphc.backends import llvm_gemm_dot as D
 from graphc.backends.llvm_gemm_dot import NOSEG
-from graphc.backends.llvm_gemm_ir import (KC, MC, MR, NC, NR, _aligned, batch_fn, packb_fn,
+from graphc.backends.llvm_gemm_ir import (KC, MC, MR, NC, NR, _aligned, address, batch_fn,
                                           sgemm_fn)
+from graphc.backends.llvm_pool import SLOT_A, SLOT_B, Slot, spread
 
 MIN_M, MIN_N, MIN_WORK = 4, 8, 1 << 18   # below: the loop kernel (packing would not pay)
 THREAD_WORK = 1 << 22  # multiply-adds per thread below which a GEMM stays on fewer threads
@@ -223,18 +222,13 @@ _TLS = threading.local()
 def _bufs(K_: int, N: int) -> tuple[int, int]:
     """The addresses of this thread's packing buffers (A block, B panel), kept and grown as
     needed (never freed mid-call; the addresses kept too: `.ctypes.data` costs ~2.5 us)."""
-    kc, nc = min(KC, K_), -(-min(NC, N) // NR) * NR
+    na, nb = _sizes(K_, N)
     got = getattr(_TLS, "bufs", None)
-    if got is None or got[0].size < MC * kc or got[1].size < kc * nc:
+    if got is None or got[0].size < na or got[1].size < nb:
         old = (0, 0) if got is None else (got[0].size, got[1].size)
-        got = (_aligned(max(MC * kc, old[0])), _aligned(max(kc * nc, old[1])))
+        got = (_aligned(max(na, old[0])), _aligned(max(nb, old[1])))
         _TLS.bufs = got = got + (got[0].ctypes.data, got[1].ctypes.data)
     return got[2], got[3]
-
-
-def _call(a, b, c, M, N, K_, m0, m1, strides):
-    ba, bb = _bufs(K_, N)
-    sgemm_fn()(a, b, c, M, N, K_, m0, m1, ba, bb, *strides, 0, N)
 
 
 SHARE_B = True     # multi-threaded single GEMMs: pack B once, shared by all threads
@@ -248,38 +242,6 @@ OWN_B_ROWS = 128     # have this many rows (no pass behind a barrier, B L2-hot; 
                      # W1's dW1 784x512x128 0.94 -> 0.88 ms, 512x256x128 0.45 -> 0.37)
 
 
-def _spread(phases, threads: int, pool):
-    """Run `phases` (lists of argument-less callables; a phase starts once the one before has
-    finished) on the calling thread and up to threads - 1 pool workers, each taking tasks from
-    the phase's shared counter (next() on itertools.count is atomic under the GIL).
-
-    The caller starts at once and never waits for a worker to start: a pool worker wakes
-    0.03-0.2 ms after submit() on this VM (more when another process holds the other core),
-    as long as a whole 128x512x256 product on one thread. A late worker takes what is left,
-    or finds every counter spent and returns without touching anything; the caller waits
-    only for tasks a worker has taken (the phase's Event, set by whoever finishes its last
-    task)."""
-    state = [(ph, itertools.count(), itertools.count(), threading.Event()) for ph in phases]
-    errors: list = []
-
-    def work():
-        for tasks, take, fin, done in state:
-            while (i := next(take)) < len(tasks):
-                try:
-                    tasks[i]()
-                except BaseException as e:  # re-raised by the caller
-                    errors.append(e)
-                finally:
-                    if next(fin) == len(tasks) - 1:
-                        done.set()
-            done.wait()
-    for _ in range(min(threads, max(map(len, phases))) - 1):
-        pool().submit(work)
-    work()
-    if errors:
-        raise errors[0]
-
-
 def _packed(n: int) -> np.ndarray:
     """The calling thread's buffer for a whole packed B (kept and grown; the caller waits
     for every task before it returns, so reuse on its next call is safe)."""
@@ -289,10 +251,11 @@ def _packed(n: int) -> np.ndarray:
     return got
 
 
-def _pack_part(b, rsb, csb, N, K_, out, t, parts):
-    """Pack part t of `parts` of every (jc, pc) block of B into `out` (block (jc, pc) at
-    jc*K + pc*ncp, in NR-column slivers of kc rows), splitting each block's slivers."""
-    pack = packb_fn()
+def _pack_tasks(b, rsb, csb, N, K_, out, t, parts) -> list:
+    """Pool tasks packing part t of `parts` of every (jc, pc) block of B into `out` (block
+    (jc, pc) at jc*K + pc*ncp, in NR-column slivers of kc rows), splitting each block's
+    slivers."""
+    pack, tasks = address("gc_pack_b"), []
     for jc in range(0, N, NC):
         nc = min(NC, N - jc)
         nsl = -(-nc // NR)
@@ -302,8 +265,9 @@ def _pack_part(b, rsb, csb, N, K_, out, t, parts):
         cols = min(nc, s1 * NR) - s0 * NR
         for pc in range(0, K_, KC):
             kc = min(KC, K_ - pc)
-            pack(b + 4 * (pc * rsb + (jc + s0 * NR) * csb), rsb, csb, kc, cols,
-                 out + 4 * (jc * K_ + pc * nsl * NR + s0 * NR * kc))
+            tasks.append((pack, (b + 4 * (pc * rsb + (jc + s0 * NR) * csb), rsb, csb, kc, cols,
+                                 out + 4 * (jc * K_ + pc * nsl * NR + s0 * NR * kc))))
+    return tasks
 
 
 def _chunk_rows(M: int, work: int, threads: int) -> int:
@@ -313,23 +277,20 @@ def _chunk_rows(M: int, work: int, threads: int) -> int:
     return -(-M // (n * MR)) * MR
 
 
-def _shared_b(a, b, c, M, N, K_, st, threads, pool):
+def _shared_b(a, b, c, M, N, K_, st, threads):
     """One GEMM on several threads: B packed once into a shared buffer (its slivers split
     into one part per thread), then row chunks computed against it."""
     out = _packed(K_ * (-(-N // NR) * NR)).ctypes.data
-    rsb, csb = st[2], st[3]
     parts = max(1, min(threads, -(-N // NR)))
-    pack = [partial(_pack_part, b, rsb, csb, N, K_, out, t, parts) for t in range(parts)]
-    rows = _chunk_rows(M, M * N * K_, threads)
-    fn = sgemm_fn()
-
-    def chunk(m0):  # on whichever thread takes it: that thread's A buffer
-        fn(a, b, c, M, N, K_, m0, min(M, m0 + rows), _bufs(K_, N)[0], out, *st, 1, N)
-    _spread([pack, [partial(chunk, m0) for m0 in range(0, M, rows)]], threads, pool)
+    pack = [t for p in range(parts) for t in _pack_tasks(b, st[2], st[3], N, K_, out, p, parts)]
+    rows, fn = _chunk_rows(M, M * N * K_, threads), address("gc_sgemm")
+    chunks = [(fn, (a, b, c, M, N, K_, m0, min(M, m0 + rows), SLOT_A, out, *st, 1, N))
+              for m0 in range(0, M, rows)]
+    spread([pack, chunks], threads, _sizes(K_, N))
 
 
-def run(spec: GemmSpec, ptrs: list[int], threads: int, pool):
-    """C = A @ B for every batch, in row chunks over threads (ctypes releases the GIL)."""
+def run(spec: GemmSpec, ptrs: list[int], threads: int):
+    """C = A @ B for every batch, in row chunks over threads (backends/llvm_pool.py)."""
     M, N, K_ = spec.M, spec.N, spec.K
     ga = spec.ga(ptrs) if spec.ga else None  # (kept alive until the products are done)
     gb = spec.gb(ptrs) if spec.gb else None
@@ -343,41 +304,55 @@ def run(spec: GemmSpec, ptrs: list[int], threads: int, pool):
     if spec.seg_a[0] != NOSEG or (D.DOT and nb == 1 and spec.sa[1] == 1 and spec.sb[0] == 1
                                   and D.dot_shape(M, N, K_)):
         return D.run_dot(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_,
-                         spec.sa[0], spec.sb[1], spec.seg_a, max(1, min(asked, work)),
-                         partial(_spread, pool=pool))
+                         spec.sa[0], spec.sb[1], spec.seg_a, max(1, min(asked, work)))
     tc = max(1, min(asked, work, -(-N // NR)))  # threads for column chunks
     direct = DIRECT and st[3] == 1 and M <= DIRECT_MAX_M and K_ <= DIRECT_MAX_K
     if nb == 1 and (direct or (SLIVERS and M <= MC and (tc == 1 or M <= COLUMNS_MAX_M
                                                           or N >= COLUMNS_MIN_N))):
         return _columns(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_, st, tc,
-                        pool, 2 if direct else 3)
+                        2 if direct else 3)
     if threads > 1 and SHARE_B and nb == 1 and K_ * (N + NR) <= SHARE_MAX and (
             K_ * (N + NR) >= SHARE_MIN or _chunk_rows(M, M * N * K_, threads) < OWN_B_ROWS):
         return _shared_b(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_, st,
-                         threads, pool)
-    # per-thread packing: a batch of products, or one whose B is too big (or small) to share
+                         threads)
+    return _per_thread(spec, a, b, c, st, threads)
+
+
+def _per_thread(spec: GemmSpec, a, b, c, st, threads: int):
+    """Each task packs B for itself: a batch of products (whole products per task when
+    there are enough), or one product whose B is too big (or too small) to share (row
+    chunks)."""
+    M, N, K_, nb = spec.M, spec.N, spec.K, len(spec.a_off)
     n = 1 if threads == 1 else max(threads, min(MAX_CHUNKS * threads,
                                                 nb * M * N * K_ // CHUNK_WORK))
     if nb > 1 and nb >= n:  # whole products, n runs of consecutive ones, one call each
         bounds = [nb * i // n for i in range(n + 1)]
-        tasks = [partial(_batch, spec, a, b, c, t0, t1, st)
-                 for t0, t1 in zip(bounds, bounds[1:])]
+        fn, offs = address("gc_sgemm_batch"), spec.offs.ctypes.data
+        tasks = [(fn, (a, b, c + 4 * t0 * M * N, M, N, K_, SLOT_A, SLOT_B, *st, t1 - t0,
+                       offs + 16 * t0)) for t0, t1 in zip(bounds, bounds[1:])]
     else:
-        rows = -(-M // (-(-n // nb) * MR)) * MR
-        tasks = [partial(_call, a + 4 * oa, b + 4 * ob, c + 4 * t * M * N, M, N, K_, m0,
-                         min(M, m0 + rows), st)
+        rows, fn = -(-M // (-(-n // nb) * MR)) * MR, address("gc_sgemm")
+        tasks = [(fn, (a + 4 * oa, b + 4 * ob, c + 4 * t * M * N, M, N, K_, m0,
+                       min(M, m0 + rows), SLOT_A, SLOT_B, *st, 0, N))
                  for t, (oa, ob) in enumerate(zip(spec.a_off, spec.b_off))
                  for m0 in range(0, M, rows)]
     if len(tasks) == 1:
-        return tasks[0]()
-    _spread([tasks], threads, pool)
+        return _one(tasks[0], K_, N)
+    spread([tasks], threads, _sizes(K_, N))
 
 
-def _batch(spec: GemmSpec, a, b, c, t0: int, t1: int, st):
-    """Products t0 <= t < t1 of a batch, on the calling thread's packing buffers."""
-    ba, bb = _bufs(spec.K, spec.N)
-    batch_fn()(a, b, c + 4 * t0 * spec.M * spec.N, spec.M, spec.N, spec.K, ba, bb, *st,
-               t1 - t0, spec.offs.ctypes.data + 16 * t0)
+def _one(task, K_: int, N: int):
+    """Run one task on the calling thread, on its own packing buffers (`_bufs`): no pool."""
+    fn, args = task
+    bufs = _bufs(K_, N)
+    call = sgemm_fn() if fn == address("gc_sgemm") else batch_fn()
+    call(*[bufs[a] if type(a) is Slot else a for a in args])
+
+
+def _sizes(K_: int, N: int) -> tuple[int, int]:
+    """Floats of a thread's packing buffers (A block, B panel) for K_ and N."""
+    kc = min(KC, K_)
+    return MC * kc, kc * (-(-min(NC, N) // NR) * NR)
 
 
 SLIVERS = True     # one A block (M <= MC): B packed sliver by sliver as it is used (packed=3:
@@ -396,17 +371,14 @@ DIRECT_MAX_K = 256     # ... and K at most this (a sliver's kc rows stay in L1 b
                        # 6 x 4096 x 1024: 3.8 -> 4.5 ms)
 
 
-def _columns(a, b, c, M, N, K_, st, threads: int, pool, mode: int):
+def _columns(a, b, c, M, N, K_, st, threads: int, mode: int):
     """C = A @ B for M <= MC in column chunks over threads, B read in place (mode 2: packing
     B would cost a pass over all of it for the few times each element is used: W2's 6 x
     50176 x 25) or packed sliver by sliver (mode 3). Each chunk packs all of A (small)."""
-    fn = sgemm_fn()
     if threads == 1:  # (the common case for an LSTM's per-step products: no closures)
-        return fn(a, b, c, M, N, K_, 0, M, *_bufs(K_, NR), *st, mode, N)
+        return sgemm_fn()(a, b, c, M, N, K_, 0, M, *_bufs(K_, NR), *st, mode, N)
     n = max(threads, min(MAX_CHUNKS * threads, M * N * K_ // CHUNK_WORK))
-    cols = -(-N // (n * NR)) * NR
-
-    def chunk(n0):  # this thread's A buffer, its B buffer for a sliver
-        fn(a, b + 4 * n0 * st[3], c + 4 * n0, M, min(N, n0 + cols) - n0, K_, 0, M,
-           *_bufs(K_, NR), *st, mode, N)
-    _spread([[partial(chunk, n0) for n0 in range(0, N, cols)]], threads, pool)
+    cols, fn = -(-N // (n * NR)) * NR, address("gc_sgemm")
+    spread([[(fn, (a, b + 4 * n0 * st[3], c + 4 * n0, M, min(N, n0 + cols) - n0, K_, 0, M,
+                   SLOT_A, SLOT_B, *st, mode, N)) for n0 in range(0, N, cols)]],
+           threads, _sizes(K_, NR))

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from functools import partial
 
 DM, DN = 2, 5   # register tile: 10 accumulators + 2 A + 1 B vectors of the 16 ymm registers
                 # (W2's M = 6, 16 and N = 25, 150 divide exactly: no padded work)
@@ -185,6 +184,7 @@ def dot_fns():
         _FN.append(ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
                                     ctypes.c_void_p, *[ctypes.c_int64] * 3)(addrs["gc_sdot_sum"]))
         _FN.append(info)  # keeps the engine alive
+        _FN.append(addrs)
     return _FN[0], _FN[1]
 
 
@@ -229,22 +229,23 @@ def dot_shape(M: int, N: int, K: int) -> bool:
     return M * N <= DOT_MAX_MN and K >= DOT_MIN_K and M <= DOT_MAX_M
 
 
-def run_dot(a, b, c, M, N, K, lda, ldb, seg, threads: int, spread):
+def run_dot(a, b, c, M, N, K, lda, ldb, seg, threads: int):
     """C (M x N, contiguous) = A @ B as dot products: A rows at a + 4*i*lda, B columns at
     b + 4*j*ldb, both contiguous along K (A in segments: seg = (la, sa)). K is split into
-    chunks (one W each) taken by up to `threads` threads (`spread(phases, threads)`), then
+    chunks (one W each) taken by up to `threads` threads (backends/llvm_pool.py), then
     summed."""
     n = 1 if threads == 1 else max(1, min(MAX_CHUNKS * threads, K // DOT_CHUNK))
     ws = wsize(M, N)
     w = _wbuf(n * ws).ctypes.data
     dot, total = dot_fns()
     bounds = [K * t // n // 8 * 8 for t in range(n)] + [K]  # 8-aligned: full vectors
-    tasks = [partial(dot, a, b, w + 4 * ws * t, M, N, lda, ldb, k0, k1, *seg)
-             for t, (k0, k1) in enumerate(zip(bounds, bounds[1:]))]
     if n == 1:
-        tasks[0]()
+        dot(a, b, w, M, N, lda, ldb, 0, K, *seg)
     else:
-        spread([tasks], threads)
+        from graphc.backends import llvm_pool
+        fn = _FN[3]["gc_sdot"]
+        llvm_pool.spread([[(fn, (a, b, w + 4 * ws * t, M, N, lda, ldb, k0, k1, *seg))
+                           for t, (k0, k1) in enumerate(zip(bounds, bounds[1:]))]], threads)
     total(w, n, ws, c, M, N, N)
 
 

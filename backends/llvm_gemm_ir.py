@@ -197,7 +197,14 @@ def sgemm_fn():
         _FN.append(ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 3, *[ctypes.c_int64] * 3,
                                     ctypes.c_void_p, ctypes.c_void_p, *[ctypes.c_int64] * 5,
                                     ctypes.c_void_p)(addrs["gc_sgemm_batch"]))
+        _FN.append(addrs)
     return _FN[0]
+
+
+def address(name: str) -> int:
+    """The address of gc_sgemm, gc_pack_b or gc_sgemm_batch (a pool task's function)."""
+    sgemm_fn()
+    return _FN[4][name]
 
 
 def batch_fn():

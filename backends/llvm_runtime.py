@@ -4,20 +4,18 @@ checks, the arena, each kernel argument's address planned once, and runs of kern
 by one native driver function (backends/llvm_driver.py).
 
 Threads: a kernel whose loops do at least PARALLEL_MIN_WORK iterations splits its parallel
-(outermost) loop into one chunk per thread of a shared pool; ctypes releases the GIL for the
-call, so the chunks run at once.
+(outermost) loop into one chunk per thread, run by the native worker pool
+(backends/llvm_pool.py) and the calling thread.
 """
 from __future__ import annotations
 
 import ctypes
-import os
 from ctypes import c_void_p as _c_void_p
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from graphc import kernel as K, kernel_layout
-from graphc.backends import llvm_driver
+from graphc.backends import llvm_driver, llvm_pool
 from graphc.interpret import check_args
 from graphc.ir import Graph, Node, register_internal_dir
 from graphc.ops import Op
@@ -26,9 +24,8 @@ register_internal_dir(__file__)
 
 DRIVERS = True   # runs of loop kernels called by one native driver (backends/llvm_driver.py)
 PARALLEL_MIN_WORK = 1 << 20   # loop iterations (all levels) below which a kernel runs on one thread:
-# handing a chunk to a pool thread costs ~50 us here, more than a 400K-iteration GEMV (batch-1
-# inference: 64 us on one thread, 115 us split over two)
-_POOL: list = []
+# handing a chunk to a Python pool thread cost ~50 us here, more than a 400K-iteration GEMV
+# (batch-1 inference: 64 us on one thread, 115 us split over two)
 
 
 def _arena_range(n: Node):
@@ -110,13 +107,6 @@ def addresses(arrays) -> list[int]:
     return [_c_void_p.from_address(id(a) + _DATA_AT).value or 0 for a in arrays]
 
 
-def _pool():
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
-                                        thread_name_prefix="graphc-llvm"))
-    return _POOL[0]
-
-
 def _work(body) -> int:
     """Loop iterations of a statement list (all nesting levels), to decide on threading."""
     total = 0
@@ -144,24 +134,22 @@ class _Step:
                                    ctypes.c_int64, ctypes.c_int64)(addr)
         self.extent = kernel.parallel_extent
         self.looped = any(isinstance(st, K.Loop) and st.parallel for st in kernel.body)
-        big = _work(kernel.body) >= PARALLEL_MIN_WORK
+        big = (_work(kernel.body) >= PARALLEL_MIN_WORK
+               and nargs + 2 <= llvm_pool.TASK_ARGS)  # (a pool task's arguments at most)
         self.chunks = min(threads, self.extent) if big and threads > 1 else 1
 
     def run(self, ptrs: list[int]):
         if self.gemm is not None:  # C = A @ B on the packed GEMM, then the epilogue in place
             from graphc.backends import llvm_gemm
-            llvm_gemm.run(self.gemm, ptrs, self.threads, _pool)
+            llvm_gemm.run(self.gemm, ptrs, self.threads)
             if self.kernel is None:
                 return
         if self.chunks <= 1:  # a kernel without an outer loop ignores the range
             self.fn(*ptrs, 0, self.extent if self.looped else 1)
             return
         n, c = self.extent, self.chunks
-        bounds = [(n * t // c, n * (t + 1) // c) for t in range(c)]
-        futs = [_pool().submit(self.fn, *ptrs, lo, hi) for lo, hi in bounds[1:]]
-        self.fn(*ptrs, *bounds[0])
-        for f in futs:
-            f.result()
+        llvm_pool.spread([[(self.addr, (*ptrs, n * t // c, n * (t + 1) // c))
+                           for t in range(c)]], c)
 
 
 class LLVMProgram:

@@ -65,7 +65,6 @@ def test_batched_and_broadcast(always_gemm, sa, sb):
 def _run_single(M, K, N, ta, tb, threads):
     """One M x K x N product through run() (A, B transposed in memory when ta, tb), checked
     against numpy; the output starts as NaN so any element left unwritten shows."""
-    from graphc.backends.llvm import _pool
     rng = np.random.default_rng(M + K + N)
     a, b = _rand(rng, M, K), _rand(rng, K, N)
     aa = np.ascontiguousarray(a.T) if ta else a
@@ -73,7 +72,7 @@ def _run_single(M, K, N, ta, tb, threads):
     c = np.full((M, N), np.nan, np.float32)
     spec = G.GemmSpec(0, 1, (1, M) if ta else (K, 1), (1, K) if tb else (N, 1), M, N, K,
                       [0], [0])
-    G.run(spec, [aa.ctypes.data, bb.ctypes.data, c.ctypes.data], threads, _pool)
+    G.run(spec, [aa.ctypes.data, bb.ctypes.data, c.ctypes.data], threads)
     np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4 * np.sqrt(K))
 
 
@@ -200,7 +199,6 @@ def test_operands_that_are_no_view_are_gathered(always_gemm, case):
 def test_run_batches_over_threads(monkeypatch, threads, nb, M, K, N):
     """A batch of products: runs of whole products per call (gc_sgemm_batch) when there are
     more products than chunks, row chunks of each product otherwise."""
-    from graphc.backends.llvm import _pool
     monkeypatch.setattr(G, "THREAD_WORK", 1)
     monkeypatch.setattr(G, "CHUNK_WORK", 1000)
     rng = np.random.default_rng(nb + M)
@@ -208,7 +206,7 @@ def test_run_batches_over_threads(monkeypatch, threads, nb, M, K, N):
     c = np.full((nb, M, N), np.nan, np.float32)
     spec = G.GemmSpec(0, 1, (K, 1), (1, K), M, N, K, [t * M * K for t in range(nb)],
                       [t * N * K for t in range(nb)])
-    G.run(spec, [a.ctypes.data, bt.ctypes.data, c.ctypes.data], threads, _pool)
+    G.run(spec, [a.ctypes.data, bt.ctypes.data, c.ctypes.data], threads)
     np.testing.assert_allclose(c, a @ bt.transpose(0, 2, 1), rtol=1e-4, atol=1e-4 * np.sqrt(K))
 
 
@@ -236,7 +234,6 @@ def test_sdot_direct(M, N, K, chunks):
 def test_run_dot_path(monkeypatch, threads, M, N, K):
     """run() takes the dot path for A rows and B columns contiguous along K (a conv weight
     gradient), split over K on several threads; with DOT off the packed GEMM agrees."""
-    from graphc.backends.llvm import _pool
     monkeypatch.setattr(G, "THREAD_WORK", 1)
     monkeypatch.setattr(D, "DOT_CHUNK", 1000)
     rng = np.random.default_rng(M + N + K)
@@ -247,7 +244,7 @@ def test_run_dot_path(monkeypatch, threads, M, N, K):
     for dot in (True, False):
         monkeypatch.setattr(D, "DOT", dot)
         c = np.full((M, N), np.nan, np.float32)
-        G.run(spec, [a.ctypes.data, bt.ctypes.data, c.ctypes.data], threads, _pool)
+        G.run(spec, [a.ctypes.data, bt.ctypes.data, c.ctypes.data], threads)
         np.testing.assert_allclose(c, a @ bt.T, rtol=1e-4, atol=1e-4 * np.sqrt(K))
     assert calls == [1]
 
@@ -265,7 +262,8 @@ def test_run_two_threads_path(monkeypatch, M, K, N, ta, tb, path):
     took = []
     monkeypatch.setattr(G, "_columns", lambda *a, f=G._columns: took.append("columns") or f(*a))
     monkeypatch.setattr(G, "_shared_b", lambda *a, f=G._shared_b: took.append("shared") or f(*a))
-    monkeypatch.setattr(G, "_call", lambda *a, f=G._call: took.append("rows") or f(*a))
+    monkeypatch.setattr(G, "_per_thread",
+                        lambda *a, f=G._per_thread: took.append("rows") or f(*a))
     _run_single(M, K, N, ta, tb, 2)
     assert set(took) == {path}
 
@@ -279,7 +277,6 @@ def test_run_b_read_in_place(monkeypatch, threads, M, K, N):
     first row sliver's micro-kernel copying it; on several threads only while M <=
     COLUMNS_MAX_M or N >= COLUMNS_MIN_N); an edge sliver (N not a multiple of 16) packed;
     B a row slice of a wider array (row stride != N)."""
-    from graphc.backends.llvm import _pool
     monkeypatch.setattr(G, "THREAD_WORK", 1)
     monkeypatch.setattr(G, "CHUNK_WORK", 1000)
     rng = np.random.default_rng(M + K + N)
@@ -288,7 +285,7 @@ def test_run_b_read_in_place(monkeypatch, threads, M, K, N):
     monkeypatch.setattr(G, "_columns", lambda *a, f=G._columns: calls.append(a[-1]) or f(*a))
     c = np.full((M, N), np.nan, np.float32)
     spec = G.GemmSpec(0, 1, (K, 1), (N + 5, 1), M, N, K, [0], [0])
-    G.run(spec, [a.ctypes.data, bw.ctypes.data, c.ctypes.data], threads, _pool)
+    G.run(spec, [a.ctypes.data, bw.ctypes.data, c.ctypes.data], threads)
     np.testing.assert_allclose(c, a @ bw[:, :N], rtol=1e-4, atol=1e-4 * np.sqrt(K))
     assert calls == ([2] if M <= G.MR else [3] if threads == 1 or M <= G.COLUMNS_MAX_M
                      or N >= G.COLUMNS_MIN_N else [])
@@ -371,7 +368,6 @@ def test_run_small_m_packs_per_sliver(monkeypatch, threads, tb):
     """An LSTM's per-step products (32 x 160 x 512, dh = dgates @ Wh.T: 32 x 512 x 128 with B
     transposed) run with B packed per sliver, not on the dot path (M > DOT_MAX_M whatever
     K); on two threads in column chunks while M <= COLUMNS_MAX_M."""
-    from graphc.backends.llvm import _pool
     monkeypatch.setattr(G, "THREAD_WORK", 1)
     monkeypatch.setattr(D, "DOT_MIN_K", 1)
     M = 32 if threads == 1 else 18
@@ -383,6 +379,6 @@ def test_run_small_m_packs_per_sliver(monkeypatch, threads, tb):
     monkeypatch.setattr(D, "run_dot", lambda *a, f=D.run_dot: dots.append(1) or f(*a))
     spec = G.GemmSpec(0, 1, (K, 1), (1, K) if tb else (N, 1), M, N, K, [0], [0])
     c = np.full((M, N), np.nan, np.float32)
-    G.run(spec, [a.ctypes.data, bx.ctypes.data, c.ctypes.data], threads, _pool)
+    G.run(spec, [a.ctypes.data, bx.ctypes.data, c.ctypes.data], threads)
     np.testing.assert_allclose(c, a @ (bx.T if tb else bx), rtol=1e-4, atol=1e-4 * np.sqrt(K))
     assert modes == [3] and dots == []
