@@ -16,7 +16,8 @@ backends/llvm_gemm.py (a packed 6x16 FMA GEMM that big float32 matmul kernels ru
 elementwise epilogue after it), backends/llvm_cache.py (compiled object code cached in memory
 and on disk, `$GRAPHC_CACHE_DIR` or ~/.cache/graphc; `program.compile_info` tells where the
 code came from and how long each phase took), backends/llvm_runtime.py (calling the kernels:
-threads, the arena, argument addresses), backends/llvm_driver.py (runs of kernels called by
+threads, the arena, argument addresses), backends/llvm_pool.py (native worker threads that
+take kernel and GEMM chunks), backends/llvm_driver.py (runs of kernels called by
 one native function), backends/llvm_loops.py (loop metadata: the one-row matmul's output
 row kept in registers). Before code generation each kernel's loops are
 partitioned where a pad/concat bounds check changes (`graphc.kernel_sched.partition`),

@@ -13,11 +13,14 @@ the arguments that name one of the running thread's buffers (`Slot`: a GEMM's pa
 buffers), then the arguments (integers or pointers, all passed as i64). `graphc_pool_run`,
 called by the caller, publishes the table, takes tasks itself like any worker, and waits
 until every task taken is done. A task is taken by a compare-and-swap on one 64-bit word
-holding (job generation, task count, next task), so a worker that wakes late can take no
-task of a job it did not see published. Workers never wait for each other and the caller
-never waits for a worker to start: a late worker finds every task taken.
+holding (job generation, first open task, end of the open tasks), so a worker that wakes
+late can take no task of a job it did not see published. The caller takes tasks from the
+front, workers from the back: with two threads, repeated calls of a kernel give each
+thread the same chunk, still in its cache (a shared counter swapped them at random).
+Workers never wait for each other and the caller never waits for a worker to start: a late
+worker finds every task taken.
 
-    job:  caller  --publish-->  next = gen | n | 0   --> tasks taken by CAS, done += 1 each
+    job:  caller  --publish-->  next = (gen, 0, n)  --> tasks taken by CAS, done += 1 each
           caller  <--done == n--
 
 On Linux (x86_64, aarch64) only; elsewhere `spread` runs every task on the calling thread.
@@ -97,20 +100,23 @@ def module_text(x86: bool) -> str:
     b.position_at_end(end)
     b.ret_void()
 
-    def claim(b, f, ctl, tid, t, again):
-        """Take task t's index by CAS and run it; branch to `again` either way."""
-        got = b.cmpxchg(word(b, ctl, NEXT), t, b.add(t, c(1)), "acq_rel", "acquire")
+    def claim(b, f, ctl, tid, t, again, front: bool):
+        """Take the job's first open task (front: the caller) or its last (a worker) by
+        CAS and run it; branch to `again` either way."""
+        took = b.add(t, c(1 << 20)) if front else b.sub(t, c(1))
+        got = b.cmpxchg(word(b, ctl, NEXT), t, took, "acq_rel", "acquire")
         run = f.append_basic_block("run")
         b.cbranch(b.extract_value(got, 1), run, again)
         b.position_at_end(run)
         table = b.inttoptr(b.load(word(b, ctl, TABLE)), p64)
-        row = b.gep(table, [b.mul(b.and_(t, c(_M20)), c(ROW))])
+        index = b.and_(b.lshr(t, c(20)), c(_M20)) if front else b.and_(took, c(_M20))
+        row = b.gep(table, [b.mul(index, c(ROW))])
         b.call(ex, [row, tid, b.inttoptr(b.load(word(b, ctl, TBUF)), p64)])
         b.atomic_rmw("add", word(b, ctl, DONE), c(1), "seq_cst")
         b.branch(again)
 
-    def open_task(b, t):  # next task < task count
-        return b.icmp_unsigned("<", b.and_(t, c(_M20)), b.and_(b.lshr(t, c(20)), c(_M20)))
+    def open_task(b, t):  # first open task < end of the open tasks
+        return b.icmp_unsigned("<", b.and_(b.lshr(t, c(20)), c(_M20)), b.and_(t, c(_M20)))
 
     def seq_word(b, ctl):
         return b.bitcast(word(b, ctl, SEQ), i32.as_pointer())
@@ -138,7 +144,7 @@ def module_text(x86: bool) -> str:
     sw.add_case(c(2), out)
     b.position_at_end(work)
     b.store(b.call(cycles, []), last)  # (the spin window starts after the last task)
-    claim(b, wk, ctl, tid, t, top)
+    claim(b, wk, ctl, tid, t, top, False)
     b.position_at_end(idle)
     b.cbranch(b.icmp_unsigned("<", b.sub(b.call(cycles, []), b.load(last)),
                               b.load(word(b, ctl, SPIN))), spin, sleep)
@@ -177,7 +183,7 @@ def module_text(x86: bool) -> str:
     gen = b.add(b.lshr(b.load_atomic(word(b, ctl, NEXT), "monotonic", 8), c(40)), c(1))
     b.store(b.ptrtoint(table, i64), word(b, ctl, TABLE))
     b.store_atomic(c(0), word(b, ctl, DONE), "seq_cst", 8)
-    b.store_atomic(b.or_(b.shl(gen, c(40)), b.shl(n, c(20))), word(b, ctl, NEXT), "seq_cst", 8)
+    b.store_atomic(b.or_(b.shl(gen, c(40)), n), word(b, ctl, NEXT), "seq_cst", 8)
     b.atomic_rmw("add", seq_word(b, ctl), ir.Constant(i32, 1), "seq_cst")
     asleep = b.load_atomic(word(b, ctl, SLEEPERS), "seq_cst", 8)
     b.cbranch(b.icmp_unsigned("!=", asleep, c(0)), wake, top)
@@ -188,7 +194,7 @@ def module_text(x86: bool) -> str:
     t = b.load_atomic(word(b, ctl, NEXT), "acquire", 8)
     b.cbranch(open_task(b, t), take, wait)
     b.position_at_end(take)
-    claim(b, rn, ctl, c(0), t, top)
+    claim(b, rn, ctl, c(0), t, top, True)
     b.position_at_end(wait)  # every task is taken: wait for those still running
     b.cbranch(b.icmp_unsigned("<", b.load_atomic(word(b, ctl, DONE), "acquire", 8), n),
               spin, out)

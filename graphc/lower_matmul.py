@@ -15,6 +15,10 @@ from graphc.ir import Node
 from graphc.ops import ELEMENTWISE, Op
 
 
+SPLIT_COLUMNS_WORK = 1 << 20  # multiply-adds from which a one-row product's columns are split
+                              # into parts of at most 256 (`RowMatmul.row_matmul`)
+
+
 def _init(op: Op, dtype):
     """The accumulator's start: 0 for sums and matmuls, the lowest value for max."""
     if op is Op.MAX:
@@ -78,7 +82,7 @@ class RowMatmul:
         bw = N
         if by_cols:
             bj, bk = _tile(N, 64), _tile(KK, 8)
-            if M * N * KK >= 1 << 20:
+            if M * N * KK >= SPLIT_COLUMNS_WORK:
                 bw = bj * _tile(N // bj, max(1, 256 // bj))  # a multiple of bj, <= 256
 
         def block(outer):  # outer = [column part] + batch... + [row block]

@@ -32,6 +32,15 @@ def test_every_task_once_and_phases_in_order():
         np.testing.assert_array_equal(dst, src)
 
 
+def test_the_caller_takes_tasks_in_order():
+    """Alone (threads=1: no workers), the caller runs a job's tasks front to back: task i
+    copies element i - 1 to i, so the first element reaches the last only in that order."""
+    x = np.arange(50, dtype=np.float32)
+    P.spread([[(MEMCPY, (x.ctypes.data + 4 * i, x.ctypes.data + 4 * (i - 1), 4))
+               for i in range(1, 50)]], 1)
+    assert (x == 0).all()
+
+
 def test_slot_is_the_running_threads_buffer():
     pool = P.shared()
     pool.reserve((16, 16))
