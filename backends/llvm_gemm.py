@@ -3,12 +3,13 @@ plan() picks the matmul kernels it can run (operands that are kernel inputs, vie
 or other movement-op expressions of them, copied per call: `Gather`), run() runs one.
 
 Threads: run() hands out work as tasks (chunks) that the calling thread and the native pool's
-workers take from a shared counter (backends/llvm_pool.py); the caller never waits for a
-worker to start. A single GEMM packs all of B once into a shared buffer (parts of its
-slivers taken like chunks), then computes row chunks against it (gc_sgemm with packed=1: block (jc, pc) at jc*K + pc*ncp), unless B is
-small and the chunks long (SHARE_MIN, OWN_B_ROWS): then each chunk packs B for itself. A
-batch of products runs in runs of whole products, one gc_sgemm_batch call each, or, with
-fewer products than chunks, in row chunks of each product with per-thread packing.
+workers take (backends/llvm_pool.py); the caller never waits for a worker to start. A
+single GEMM packs all of B once into a shared buffer (parts of its slivers taken like
+chunks), then computes row chunks against it (gc_sgemm with packed=1: block (jc, pc) at
+jc*K + pc*ncp), unless B is small and the chunks long (SHARE_MIN, OWN_B_ROWS): then each
+chunk packs B for itself. A batch of products runs in runs of whole products, one
+gc_sgemm_batch call each, or, with fewer products than chunks, in row chunks of each
+product with per-thread packing.
 
 Small single products take other paths: A rows and B columns both contiguous along K with
 M and M x N small against K (a conv weight gradient) run as dot products split over K
@@ -32,7 +33,7 @@ from graphc.types import DType
 from graphc.backends import llvm_gemm_dot as D
 from graphc.backends.llvm_gemm_dot import NOSEG
 from graphc.backends.llvm_gemm_ir import (KC, MC, MR, NC, NR, _aligned, address, batch_fn,
-                                          sgemm_fn)
+                                          buffer_sizes, sgemm_fn)
 from graphc.backends.llvm_pool import SLOT_A, SLOT_B, Slot, spread
 
 MIN_M, MIN_N, MIN_WORK = 4, 8, 1 << 18   # below: the loop kernel (packing would not pay)
@@ -222,7 +223,7 @@ _TLS = threading.local()
 def _bufs(K_: int, N: int) -> tuple[int, int]:
     """The addresses of this thread's packing buffers (A block, B panel), kept and grown as
     needed (never freed mid-call; the addresses kept too: `.ctypes.data` costs ~2.5 us)."""
-    na, nb = _sizes(K_, N)
+    na, nb = buffer_sizes(K_, N)
     got = getattr(_TLS, "bufs", None)
     if got is None or got[0].size < na or got[1].size < nb:
         old = (0, 0) if got is None else (got[0].size, got[1].size)
@@ -286,7 +287,7 @@ def _shared_b(a, b, c, M, N, K_, st, threads):
     rows, fn = _chunk_rows(M, M * N * K_, threads), address("gc_sgemm")
     chunks = [(fn, (a, b, c, M, N, K_, m0, min(M, m0 + rows), SLOT_A, out, *st, 1, N))
               for m0 in range(0, M, rows)]
-    spread([pack, chunks], threads, _sizes(K_, N))
+    spread([pack, chunks], threads, buffer_sizes(K_, N))
 
 
 def run(spec: GemmSpec, ptrs: list[int], threads: int):
@@ -338,7 +339,7 @@ def _per_thread(spec: GemmSpec, a, b, c, st, threads: int):
                  for m0 in range(0, M, rows)]
     if len(tasks) == 1:
         return _one(tasks[0], K_, N)
-    spread([tasks], threads, _sizes(K_, N))
+    spread([tasks], threads, buffer_sizes(K_, N))
 
 
 def _one(task, K_: int, N: int):
@@ -347,12 +348,6 @@ def _one(task, K_: int, N: int):
     bufs = _bufs(K_, N)
     call = sgemm_fn() if fn == address("gc_sgemm") else batch_fn()
     call(*[bufs[a] if type(a) is Slot else a for a in args])
-
-
-def _sizes(K_: int, N: int) -> tuple[int, int]:
-    """Floats of a thread's packing buffers (A block, B panel) for K_ and N."""
-    kc = min(KC, K_)
-    return MC * kc, kc * (-(-min(NC, N) // NR) * NR)
 
 
 SLIVERS = True     # one A block (M <= MC): B packed sliver by sliver as it is used (packed=3:
@@ -381,4 +376,4 @@ def _columns(a, b, c, M, N, K_, st, threads: int, mode: int):
     cols, fn = -(-N // (n * NR)) * NR, address("gc_sgemm")
     spread([[(fn, (a, b + 4 * n0 * st[3], c + 4 * n0, M, min(N, n0 + cols) - n0, K_, 0, M,
                    SLOT_A, SLOT_B, *st, mode, N)) for n0 in range(0, N, cols)]],
-           threads, _sizes(K_, NR))
+           threads, buffer_sizes(K_, NR))

@@ -220,11 +220,16 @@ def packb_fn():
     return _FN[2]
 
 
+def buffer_sizes(K: int, N: int) -> tuple[int, int]:
+    """Floats of one thread's packing buffers (A block, B panel) for a product's K and N."""
+    kc = min(KC, K)
+    return MC * kc, kc * (-(-min(NC, N) // NR) * NR)
+
+
 def buffers(K: int, N: int):
     """Packing buffers for one thread: (A block, B panel)."""
-    kc = min(KC, K)
-    nc = -(-min(NC, N) // NR) * NR
-    return _aligned(MC * kc), _aligned(kc * nc)
+    na, nb = buffer_sizes(K, N)
+    return _aligned(na), _aligned(nb)
 
 
 def _aligned(n: int) -> np.ndarray:

@@ -23,9 +23,10 @@ from graphc.ops import Op
 register_internal_dir(__file__)
 
 DRIVERS = True   # runs of loop kernels called by one native driver (backends/llvm_driver.py)
-PARALLEL_MIN_WORK = 1 << 20   # loop iterations (all levels) below which a kernel runs on one thread:
-# handing a chunk to a Python pool thread cost ~50 us here, more than a 400K-iteration GEMV
-# (batch-1 inference: 64 us on one thread, 115 us split over two)
+# loop iterations (all levels) below which a kernel runs on one thread:
+PARALLEL_MIN_WORK = 1 << 20
+# batch-1 inference's 784x512 GEMV (400K) split over two threads was slower even on the native
+# pool (a W5 b1 call 80.9 -> 88.2 us; with lower_matmul.SPLIT_COLUMNS_WORK lowered alike)
 
 
 def _arena_range(n: Node):

@@ -1,6 +1,6 @@
 """The kernel IR: one fused kernel as a loop nest over flat, contiguous buffers.
 
-It sits between a fused graph node and a compiled backend (LLVM now, OpenCL later):
+It sits between a fused graph node and a compiled backend (LLVM, OpenCL):
 
     Kernel      name, buffers, body (statements), kind, source_nodes (provenance)
     statements  Loop(var, extent, body, parallel) | Store(buffer, index, value)
