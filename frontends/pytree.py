@@ -3,7 +3,7 @@ a list of leaves and a hashable structure. Python ints, bools, strings and None 
 static: they are part of the structure, not leaves, so loops over them unroll."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -90,6 +90,78 @@ def unflatten(treedef, leaves) -> Any:
         return tuple(children) if tag == "tuple" else children
 
     return go(treedef)
+
+
+def matcher(treedef, leaves) -> Callable | None:
+    """A function `args -> their leaves, or None`, specialised to one call signature: it
+    returns the leaves (as `flatten` would) when `args` has exactly the structure `treedef`
+    (same containers, dict keys in the same order, equal static values) and every leaf is a
+    C-contiguous numpy array with the shape and dtype of the same leaf in `leaves`; None
+    otherwise. None instead of a function when some leaf of `leaves` is not a numpy array.
+
+    It is Python source written for that one structure and exec'd, as torch.fx writes its
+    GraphModule's forward: checking W5 b1's 7 arrays that way takes ~2 us, where flattening,
+    building the signature, looking it up and checking each array took ~12 (the per-call
+    cost of `gc.compile` that a batch-1 model pays on every call). Its source is in
+    `.source`.
+
+    >>> import numpy as np
+    >>> args = ({"w": np.ones((2, 3), np.float32)}, np.zeros(3, np.float32))
+    >>> leaves, tree, _ = flatten(args, with_paths=False)
+    >>> m = matcher(tree, leaves)
+    >>> len(m(args)), m(({"w": np.ones((2, 3))}, args[1]))   # float64: not this signature
+    (2, None)
+    """
+    env: dict[str, Any] = {"ndarray": np.ndarray}
+    lines: list[str] = []
+    found: list[str] = []
+    count = iter(range(1 << 30))
+
+    def const(value) -> str:
+        name = f"c{len(env)}"
+        env[name] = value
+        return name
+
+    def walk(d, expr: str):
+        tag = d[0]
+        v = f"v{next(count)}"
+        lines.append(f"{v} = {expr}")
+        if tag == "*":
+            a = leaves[len(found)]
+            if type(a) is not np.ndarray:
+                raise TypeError
+            # C-contiguous: the strides numpy gives a new array of that shape and dtype
+            strides = np.empty(a.shape, a.dtype).strides if a.size else None
+            lines.append(f"if type({v}) is not ndarray or {v}.shape != {const(a.shape)} or "
+                         f"{v}.dtype is not {const(a.dtype)} or "
+                         f"{v}.strides != {const(strides)}: return None")
+            found.append(v)
+        elif tag == "static":
+            lines.append(f"if type({v}) is not {const(d[2])} or {v} != {const(d[1])}: "
+                         "return None")
+        elif tag in ("tuple", "list", "dict", "namedtuple"):
+            kids = d[2] if tag in ("dict", "namedtuple") else d[1]
+            kind = {"tuple": "tuple", "list": "list", "dict": "dict"}.get(tag)
+            lines.append(f"if type({v}) is not {kind or const(d[1])} or len({v}) != "
+                         f"{len(kids)}: return None")
+            if tag == "dict":
+                lines.append(f"if tuple({v}) != {const(d[1])}: return None")
+                lines.append(f"{v} = tuple({v}.values())")
+            for k, kid in enumerate(kids):
+                walk(kid, f"{v}[{k}]")
+        else:
+            raise TypeError
+
+    try:
+        walk(treedef, "args")
+    except TypeError:
+        return None
+    body = "\n    ".join(lines + [f"return [{', '.join(found)}]"])
+    source = f"def match(args):\n    {body}\n"
+    exec(compile(source, "<graphc signature matcher>", "exec"), env)  # noqa: S102
+    fn = env["match"]
+    fn.source = source
+    return fn
 
 
 def tree_map(fn, tree):

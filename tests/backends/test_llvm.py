@@ -335,6 +335,35 @@ def test_compiled_call_cache_keys_on_structure_shape_and_dtype():
     np.testing.assert_array_equal(g(P(np.ones((3, 2)), 1.0), x), np.full((1, 2), 4.0))
 
 
+def test_repeated_calls_skip_flattening_and_checks_but_never_a_changed_signature(monkeypatch):
+    # the fast path (pytree.matcher, LLVMProgram.call_exact) for the last call's signature;
+    # anything else the matcher does not accept goes the checked way
+    from graphc.frontends import api, pytree
+    fc = gc.compile(lambda p, x, n: x @ p["w"] * n + p["b"][0], backend=BE)
+    p = {"w": np.ones((3, 2), np.float32), "b": [np.ones(2, np.float32)]}
+    x = np.ones((4, 3), np.float32)
+    np.testing.assert_array_equal(fc(p, x, 2), np.full((4, 2), 7.0))
+    slow, flatten = [], pytree.flatten  # (the calls' flattening, not the tracer's)
+    monkeypatch.setattr(api.pytree, "flatten", lambda tree, **k: slow.extend(
+        [1] * (k.get("with_paths") is False)) or flatten(tree, **k))
+    for k in range(3):
+        np.testing.assert_array_equal(fc(p, x + k, 2), np.full((4, 2), 7.0 + 6 * k))
+    assert slow == []
+    others = [({"b": p["b"], "w": p["w"]}, x, 2),           # the dict's keys in another order
+              (p, x, 3),                                    # another static value
+              (p, x.astype(np.float64), 2),                 # another dtype
+              (p, np.ones((5, 3), np.float32), 2),          # another shape
+              (p, np.ones((3, 4), np.float32).T, 2),        # not C-contiguous
+              ({"w": p["w"], "b": (p["b"][0],)}, x, 2)]     # a tuple for the list
+    for args in others:
+        want = args[1] @ args[0]["w"] * args[2] + args[0]["b"][0]
+        np.testing.assert_allclose(fc(*args), want, rtol=1e-6)
+        assert fc(p, x, 2).shape == (4, 2)  # back to the first signature
+    # (the transposed x has the first signature: its call is checked and copied, the next
+    # one takes the fast path again)
+    assert len(slow) == 2 * len(others) - 1 and len(fc._cache) == 6
+
+
 def test_runs_of_loop_kernels_are_called_by_one_driver(monkeypatch):
     # kernels before and after a packed GEMM step (called from Python): two driver runs
     from graphc.backends import llvm_driver, llvm_runtime

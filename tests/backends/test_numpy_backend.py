@@ -277,6 +277,31 @@ def test_static_python_ints_are_part_of_the_signature():
     assert calls == [3, 2]
 
 
+def test_signature_matcher_accepts_exactly_the_flattened_signature():
+    import doctest
+    from collections import namedtuple
+    from graphc.frontends import pytree
+    assert doctest.testmod(pytree, verbose=False).failed == 0
+    P = namedtuple("P", "a b")
+    args = ({"w": np.ones((2, 3), np.float32), "k": [np.zeros(3), 3, None, "s"]},
+            P(np.ones(2), True), np.ones(()))
+    leaves, tree, _ = pytree.flatten(args, with_paths=False)
+    m = pytree.matcher(tree, leaves)
+    assert [a is b for a, b in zip(m(args), leaves)] == [True] * 4
+    w, k = args[0]["w"], args[0]["k"]
+    for other in [({"k": k, "w": w}, *args[1:]), ({"w": w, "k": k[:3]}, *args[1:]),
+                  ({"w": w, "k": [k[0], 3.0, None, "s"]}, *args[1:]),   # 3.0 is not 3
+                  ({"w": w, "k": [k[0], 3, None, "t"]}, *args[1:]),
+                  (args[0], (np.ones(2), True), args[2]),                # not a P
+                  (args[0], P(np.ones(2), 1), args[2]),                  # 1 is not True
+                  (args[0], P(np.ones(3), True), args[2]),
+                  (args[0], P(np.ones(4)[::2], True), args[2]),          # not contiguous
+                  (args[0], P(np.ones(2, np.float32), True), args[2]),
+                  (args[0], args[1], np.float64(1.0)), args[:2]]:
+        assert m(other) is None
+    assert pytree.matcher(*pytree.flatten((np.ones(2), 1.5), with_paths=False)[1::-1]) is None
+
+
 def test_compiled_function_called_inside_a_trace_is_inlined():
     inner = gc.compile(lambda x: gc.sin(x) * 2.0)
     outer = gc.compile(lambda x: inner(x) + 1.0)
