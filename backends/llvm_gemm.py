@@ -235,8 +235,11 @@ def _bufs(K_: int, N: int) -> tuple[int, int]:
 SHARE_B = True     # multi-threaded single GEMMs: pack B once, shared by all threads
 CHUNK_WORK = 1 << 21  # multiply-adds per row chunk a thread takes (~50 us): smaller chunks
                       # balance better when another process holds a core, each costs a call
-MAX_CHUNKS = 2     # ... per thread at most (4 cost 2-5% more CPU time at W1's shapes: each
-                   # chunk packs its A rows against the whole shared B again)
+MAX_CHUNKS = 1     # ... per thread at most: each chunk packs its A rows against the whole
+                   # shared B again, or (column chunks) all of A; on the native pool, whose
+                   # caller and worker take chunks from opposite ends, 2 per thread lost at
+                   # every W1/W5 shape (2 threads: 128x512x256 0.305 -> 0.287 ms, 128x784x512
+                   # 0.827 -> 0.784, W1 3.29 -> 3.18 ms)
 SHARE_MAX = 1 << 24  # floats (64 MiB): a bigger B keeps the per-thread packing (bounded memory)
 SHARE_MIN = 1 << 18  # floats: a smaller B is packed by each row chunk for itself when chunks
 OWN_B_ROWS = 128     # have this many rows (no pass behind a barrier, B L2-hot; 2 threads,
