@@ -32,8 +32,8 @@ from graphc.types import DType
 
 from graphc.backends import llvm_gemm_dot as D
 from graphc.backends.llvm_gemm_dot import NOSEG
-from graphc.backends.llvm_gemm_ir import (KC, MC, MR, NC, NR, _aligned, address, batch_fn,
-                                          buffer_sizes, sgemm_fn)
+from graphc.backends.llvm_gemm_ir import (C_T, KC, MC, MR, NC, NR, _aligned, address,
+                                          batch_fn, buffer_sizes, sgemm_fn)
 from graphc.backends.llvm_pool import SLOT_A, SLOT_B, Slot, spread
 
 MIN_M, MIN_N, MIN_WORK = 4, 8, 1 << 18   # below: the loop kernel (packing would not pay)
@@ -309,12 +309,18 @@ def run(spec: GemmSpec, ptrs: list[int], threads: int):
                                   and D.dot_shape(M, N, K_)):
         return D.run_dot(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_,
                          spec.sa[0], spec.sb[1], spec.seg_a, max(1, min(asked, work)))
+    if nb == 1 and N < NR <= M and TRANSPOSE_SMALL_N:  # C^T = B^T @ A^T, C stored transposed
+        tc = max(1, min(asked, work, -(-M // NR)))
+        st_t = (st[3], st[2], st[1], st[0])
+        direct = DIRECT and st_t[3] == 1 and N <= DIRECT_MAX_M and K_ <= DIRECT_MAX_K
+        return _columns(b + 4 * spec.b_off[0], a + 4 * spec.a_off[0], c, N, M, K_, st_t, tc,
+                        (2 if direct else 3) | C_T, N)
     tc = max(1, min(asked, work, -(-N // NR)))  # threads for column chunks
     direct = DIRECT and st[3] == 1 and M <= DIRECT_MAX_M and K_ <= DIRECT_MAX_K
     if nb == 1 and (direct or (SLIVERS and M <= MC and (tc == 1 or M <= COLUMNS_MAX_M
                                                           or N >= COLUMNS_MIN_N))):
         return _columns(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_, st, tc,
-                        2 if direct else 3)
+                        2 if direct else 3, N)
     if threads > 1 and SHARE_B and nb == 1 and K_ * (N + NR) <= SHARE_MAX and (
             K_ * (N + NR) >= SHARE_MIN or _chunk_rows(M, M * N * K_, threads) < OWN_B_ROWS):
         return _shared_b(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_, st,
@@ -353,6 +359,11 @@ def _one(task, K_: int, N: int):
     call(*[bufs[a] if type(a) is Slot else a for a in args])
 
 
+TRANSPOSE_SMALL_N = True  # N < 16 <= M: C^T = B^T @ A^T, run as one A block (N rows) and
+                          # written transposed (flag C_T): no 16-column sliver padded from N,
+                          # and A^T packed sliver by sliver, with 8x8 transposes, where packing
+                          # A was one scalar copy per element (W1's 256x128x10 with A = X^T:
+                          # 26.8 -> 10.6 us, W5's 256x256x10 40.1 -> 28.7, native calls)
 SLIVERS = True     # one A block (M <= MC): B packed sliver by sliver as it is used (packed=3:
                    # no pass over all of B, each sliver L1-hot for its row slivers; one
                    # thread: 32x160x512 (W3) 86 -> 68 us, 128x784x512 1.38 -> 1.34 ms) ...
@@ -369,14 +380,16 @@ DIRECT_MAX_K = 256     # ... and K at most this (a sliver's kc rows stay in L1 b
                        # 6 x 4096 x 1024: 3.8 -> 4.5 ms)
 
 
-def _columns(a, b, c, M, N, K_, st, threads: int, mode: int):
+def _columns(a, b, c, M, N, K_, st, threads: int, mode: int, ldc: int):
     """C = A @ B for M <= MC in column chunks over threads, B read in place (mode 2: packing
     B would cost a pass over all of it for the few times each element is used: W2's 6 x
-    50176 x 25) or packed sliver by sliver (mode 3). Each chunk packs all of A (small)."""
+    50176 x 25) or packed sliver by sliver (mode 3). Each chunk packs all of A (small).
+    mode | C_T: C stored transposed (C^T's row stride ldc)."""
     if threads == 1:  # (the common case for an LSTM's per-step products: no closures)
-        return sgemm_fn()(a, b, c, M, N, K_, 0, M, *_bufs(K_, NR), *st, mode, N)
+        return sgemm_fn()(a, b, c, M, N, K_, 0, M, *_bufs(K_, NR), *st, mode, ldc)
     n = max(threads, min(MAX_CHUNKS * threads, M * N * K_ // CHUNK_WORK))
     cols, fn = -(-N // (n * NR)) * NR, address("gc_sgemm")
-    spread([[(fn, (a, b + 4 * n0 * st[3], c + 4 * n0, M, min(N, n0 + cols) - n0, K_, 0, M,
-                   SLOT_A, SLOT_B, *st, mode, N)) for n0 in range(0, N, cols)]],
+    col = ldc if mode & C_T else 1  # (C's element stride along the columns)
+    spread([[(fn, (a, b + 4 * n0 * st[3], c + 4 * n0 * col, M, min(N, n0 + cols) - n0, K_, 0,
+                   M, SLOT_A, SLOT_B, *st, mode, ldc)) for n0 in range(0, N, cols)]],
            threads, buffer_sizes(K_, NR))

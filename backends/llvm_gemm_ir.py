@@ -20,7 +20,8 @@ backends/llvm_gemm_parts.py):
               6x16 (4x16) micro-kernel: 12 (8) <8 x float> accumulators in registers, per
               k one broadcast of each of 6 (4) A values and 2 vector loads of B;
               C tile += (or = for the first k block) the result; edge tiles go through a
-              6x16 scratch tile (C's row stride: ldc)
+              6x16 scratch tile (C's row stride: ldc; with the flag C_T in `packed`, C is
+              stored transposed, C[i, j] at j*ldc + i, and every tile goes through it)
 
 gc_sgemm runs that for rows m0..m1; gc_pack_b packs a block of B (run() shares one packed B
 between threads); gc_sgemm_batch runs gc_sgemm for a run of products of a batch in one call.
@@ -37,6 +38,7 @@ import numpy as np
 
 MR, MR4, NR, KC, MC, NC = 6, 4, 16, 512, 144, 2048  # KC, MC: measured best of a small
                                                     # sweep (1024^2, 1 thread)
+C_T = 4  # a flag of gc_sgemm's `packed` argument (0-3: how B is packed): C stored transposed
 _FN: list = []
 
 
@@ -57,7 +59,11 @@ def _module_text() -> str:
     sg, b = func("gc_sgemm", [fp, fp, fp, i64, i64, i64, i64, i64, fp, fp] + [i64] * 6,
                  ["A", "B", "C", "M", "N", "K", "m0", "m1", "bufA", "bufB",
                   "rsa", "csa", "rsb", "csb", "packed", "ldc"])
-    A, B, C, M, N, K, m0, m1, bufA, bufB, rsa, csa, rsb, csb, packed, ldc = sg.args
+    A, B, C, M, N, K, m0, m1, bufA, bufB, rsa, csa, rsb, csb, flags, ldc = sg.args
+    packed = b.and_(flags, c64(3))
+    # C_T: C stored transposed, C[i, j] at j*ldc + i; every tile goes through the scratch tile
+    trc = b.icmp_signed("!=", b.and_(flags, c64(C_T)), c64(0))
+    rs_c, cs_c = b.select(trc, c64(1), ldc), b.select(trc, ldc, c64(1))
     prepacked = b.icmp_signed("==", packed, c64(1))
     per_sliver = b.icmp_signed(">=", packed, c64(2))
     each = b.icmp_signed("==", packed, c64(3))
@@ -100,7 +106,8 @@ def _module_text() -> str:
                                              b.mul(b.add(jc, jr), csb))])  # here (L1-hot)
                         edge = b.icmp_signed("<", nr, c64(NR))
                         # 3, B rows contiguous, tile 0 full: its micro-kernel packs as it reads
-                        fz_ = b.and_(b.and_(each, b.icmp_signed("==", csb, c64(1))),
+                        fz_ = b.and_(b.and_(b.and_(each, b.not_(trc)),  # (C_T: no full tile)
+                                            b.icmp_signed("==", csb, c64(1))),
                                      b.and_(b.not_(edge), b.or_(b.icmp_signed(">=", e6, c64(MR)),
                                                                b.icmp_signed("==", e6, c64(0)))))
                         own = b.or_(edge, b.and_(each, b.not_(fz_)))
@@ -120,9 +127,11 @@ def _module_text() -> str:
                         def ir_body(ir_):
                             mr = smin(b, c64(h), b.sub(hi, ir_))
                             asl = b.gep(bufA, [b.mul(ir_, kc)])
-                            cp = b.gep(C, [b.add(b.mul(b.add(ic, ir_), ldc), b.add(jc, jr))])
-                            full = b.and_(b.icmp_signed("==", mr, c64(h)),
-                                          b.icmp_signed("==", nr, c64(NR)))
+                            cp = b.gep(C, [b.add(b.mul(b.add(ic, ir_), rs_c),
+                                                 b.mul(b.add(jc, jr), cs_c))])
+                            full = b.and_(b.and_(b.icmp_signed("==", mr, c64(h)),
+                                                 b.icmp_signed("==", nr, c64(NR))),
+                                          b.not_(trc))
                             with b.if_else(full) as (then, other):
                                 with then:
                                     with b.if_else(b.and_(fz, b.icmp_signed("==", ir_, c64(0)))) \
@@ -136,7 +145,8 @@ def _module_text() -> str:
                                         def rr(r):
                                             def cc(c):
                                                 t = b.gep(tp, [b.add(b.mul(r, c64(NR)), c)])
-                                                x = b.gep(cp, [b.add(b.mul(r, ldc), c)])
+                                                x = b.gep(cp, [b.add(b.mul(r, rs_c),
+                                                                     b.mul(c, cs_c))])
                                                 src, dst = (x, t) if to_tile else (t, x)
                                                 b.store(b.load(src), dst)
                                             loop(b, sg, c64(0), nr, 1, cc, "cc")
@@ -243,10 +253,10 @@ def sgemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, m0: int, m1: int, bufs=No
           mode: int = 0):
     """c[m0:m1] = a[m0:m1] @ b for 2-D float32 arrays, a and b with any element strides, c
     C-contiguous (a testing entry point); mode 2 reads B in place (its columns contiguous),
-    mode 3 packs B sliver by sliver."""
+    mode 3 packs B sliver by sliver; mode | C_T: c (N x M) gets (a @ b).T."""
     M, K = a.shape
     N = b.shape[1]
     ba, bb = bufs or buffers(K, N)
     st = [s // 4 for s in a.strides + b.strides]
     sgemm_fn()(a.ctypes.data, b.ctypes.data, c.ctypes.data, M, N, K, m0, m1,
-               ba.ctypes.data, bb.ctypes.data, *st, mode, N)
+               ba.ctypes.data, bb.ctypes.data, *st, mode, M if mode & C_T else N)

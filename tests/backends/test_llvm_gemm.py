@@ -253,7 +253,7 @@ def test_run_dot_path(monkeypatch, threads, M, N, K):
     (128, 784, 512, False, False, "columns"), (128, 256, 512, False, True, "columns"),
     (130, 300, 261, True, False, "columns"), (784, 128, 512, True, False, "rows"),
     (512, 128, 250, True, False, "rows"), (256, 784, 512, False, False, "shared"),
-    (256, 512, 256, False, False, "shared")])
+    (256, 512, 256, False, False, "rows"), (200, 784, 300, False, False, "shared")])
 def test_run_two_threads_path(monkeypatch, M, K, N, ta, tb, path):
     """W1's and W5's products on two threads: M <= MC with N >= COLUMNS_MIN_N in column
     chunks (B packed per sliver), a B under SHARE_MIN floats (W1's dW1 = x.T @ dz) in row
@@ -266,6 +266,27 @@ def test_run_two_threads_path(monkeypatch, M, K, N, ta, tb, path):
                         lambda *a, f=G._per_thread: took.append("rows") or f(*a))
     _run_single(M, K, N, ta, tb, 2)
     assert set(took) == {path}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("M,K,N,ta,tb", [(256, 128, 10, True, False), (256, 256, 10, False, False),
+                                         (128, 10, 7, False, True), (16, 600, 15, False, False),
+                                         (1000, 3, 1, True, True), (37, 513, 4, False, False)])
+def test_small_n_runs_transposed(monkeypatch, threads, M, K, N, ta, tb):
+    """N < 16 <= M (a classifier's last layer and its gradients): C^T = B^T @ A^T as one A
+    block of N rows (`_columns`), C written transposed (the C_T flag: every tile through
+    the scratch tile); B^T read in place (mode 2) when A is transposed and N <= MR."""
+    monkeypatch.setattr(G, "THREAD_WORK", 1)
+    modes = []
+    monkeypatch.setattr(G, "_columns", lambda *a, f=G._columns: modes.append(a[-2]) or f(*a))
+    _run_single(M, K, N, ta, tb, threads)
+    direct = ta and N <= G.MR and K <= G.DIRECT_MAX_K
+    assert modes == [(2 if direct else 3) | G.C_T]
+    rng = np.random.default_rng(M)
+    a, b = _rand(rng, M, K), _rand(rng, K, N)
+    c = np.full((M, N), np.nan, np.float32)  # (b.T @ a.T).T, as sgemm's c with C_T
+    sgemm(np.ascontiguousarray(b.T), a.T, c, 0, N, mode=3 | G.C_T)
+    np.testing.assert_allclose(c, a @ b, rtol=1e-4, atol=1e-4 * np.sqrt(K))
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -282,7 +303,7 @@ def test_run_b_read_in_place(monkeypatch, threads, M, K, N):
     rng = np.random.default_rng(M + K + N)
     a, bw = _rand(rng, M, K), _rand(rng, K, N + 5)
     calls = []
-    monkeypatch.setattr(G, "_columns", lambda *a, f=G._columns: calls.append(a[-1]) or f(*a))
+    monkeypatch.setattr(G, "_columns", lambda *a, f=G._columns: calls.append(a[-2]) or f(*a))
     c = np.full((M, N), np.nan, np.float32)
     spec = G.GemmSpec(0, 1, (K, 1), (N + 5, 1), M, N, K, [0], [0])
     G.run(spec, [a.ctypes.data, bw.ctypes.data, c.ctypes.data], threads)
@@ -375,7 +396,7 @@ def test_run_small_m_packs_per_sliver(monkeypatch, threads, tb):
     rng = np.random.default_rng(K)
     a, bx = _rand(rng, M, K), _rand(rng, N, K) if tb else _rand(rng, K, N)
     modes, dots = [], []
-    monkeypatch.setattr(G, "_columns", lambda *a, f=G._columns: modes.append(a[-1]) or f(*a))
+    monkeypatch.setattr(G, "_columns", lambda *a, f=G._columns: modes.append(a[-2]) or f(*a))
     monkeypatch.setattr(D, "run_dot", lambda *a, f=D.run_dot: dots.append(1) or f(*a))
     spec = G.GemmSpec(0, 1, (K, 1), (1, K) if tb else (N, 1), M, N, K, [0], [0])
     c = np.full((M, N), np.nan, np.float32)
