@@ -169,7 +169,8 @@ class LLVMProgram:
     besides the kernels (median, interleaved with the kernels called alone); now ~8: the
     inputs are checked inline (`_inputs`), addresses read from the array objects
     (`address`), the arena and the base-address array reused, and the 3 kernels are one
-    driver call."""
+    driver call. `gc.compile` calls `call_exact` when its signature matcher has already
+    checked the arguments: the ~5 us of `_inputs` go too."""
 
     def __init__(self, graph: Graph, steps: list[_Step], source: str, kernels: list[K.Kernel],
                  module_text: str):

@@ -359,7 +359,8 @@ def compile(fn: Callable, backend: str = "numpy", passes: str | None = None,
     The result is called with numpy arrays (or pytrees of them) and returns numpy arrays
     (a tuple when fn returns several). It traces on the first call for each signature,
     runs the pipeline's stages and caches the program; `.stages`, `.graph(stage)` and
-    `.source` show what it went through.
+    `.source` show what it went through. A call with the last call's signature is checked
+    by a function written for it (`pytree.matcher`), without flattening or a cache lookup.
 
     >>> import numpy as np, graphc as gc
     >>> f = gc.compile(lambda a, b: (a + b) * (b + 1))
