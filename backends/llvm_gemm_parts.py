@@ -2,8 +2,7 @@
 packing routines and micro-kernels.
 
     gc_pack_a{h}(A, rs, cs, rows, kc, out)  A block -> slivers of h rows (h = 6, 4), k-major,
-                                            zero-padded (rows contiguous: 8x8 transposes;
-                                            A = X.T: vector copies)
+                                            zero-padded
     gc_pack_b(B, rs, cs, kc, cols, out)     B block -> slivers of 16 columns, k-major,
                                             zero-padded (rows contiguous: 8-wide copies;
                                             columns contiguous, B = X.T: 8x8 transposes)
@@ -69,12 +68,6 @@ class Builder:
         return fn, b
 
 
-VECTOR_PACK_A = True  # full slivers of a row-major A packed by 8x8 transposes, of A = X.T by
-                      # <4 x float> (+ <2>) copies; False: one scalar copy per element (one
-                      # thread, native gc_sgemm packing all: 128x784x512 1.59 -> 1.34 ms,
-                      # 128x512x256 0.466 -> 0.435, W1's dW1 784x128x512 (A = X.T) 1.31 -> 1.25)
-
-
 def pack_a(x: Builder, h: int):
     """gc_pack_a{h}: rows x kc of A (strides rs, cs) -> slivers of h rows."""
     f32, i64, i32, i1, fp, v8, v8p, i8p = x.types
@@ -84,16 +77,6 @@ def pack_a(x: Builder, h: int):
     A, rs, cs, rows, kc, out = pa.args
     nsl = b.sdiv(b.add(rows, c64(h - 1)), c64(h))
 
-    kc8 = b.mul(b.sdiv(kc, c64(8)), c64(8))
-    parts = [(0, 4), (4, h - 4)] if h > 4 else [(0, h)]  # a sliver row as <4> (+ <2>) copies
-
-    def store_row(v, dst0):  # the first h lanes of <8 x float> v at out[dst0:dst0 + h]
-        for lo, n in parts:
-            part = b.shuffle_vector(v, v, ir.Constant(ir.VectorType(i32, n),
-                                                      list(range(lo, lo + n))))
-            b.store(part, b.bitcast(b.gep(out, [b.add(dst0, c64(lo))]),
-                                    ir.VectorType(f32, n).as_pointer()), align=4)
-
     def pa_body(s):
         def fast(k):  # a full sliver: no clamping, no select
             base = b.add(b.mul(b.mul(s, c64(h)), rs), b.mul(k, cs))
@@ -101,22 +84,6 @@ def pack_a(x: Builder, h: int):
             for r in range(h):
                 v = b.load(b.gep(A, [b.add(base, b.mul(rs, c64(r)))]))
                 b.store(v, b.gep(out, [b.add(dst0, c64(r))]))
-
-        def rows8(k):  # rows contiguous along k: h rows x 8 k, one 8x8 transpose
-            base = b.add(b.mul(b.mul(s, c64(h)), rs), k)
-            rows_ = [b.load(b.bitcast(b.gep(A, [b.add(base, b.mul(rs, c64(r)))]), v8p), align=4)
-                     for r in range(h)]
-            cols = transpose8(b, rows_ + [ir.Constant(v8, ir.Undefined)] * (8 - h))
-            for j, v in enumerate(cols):  # cols[j]: the h rows at k + j
-                store_row(v, b.mul(b.add(b.mul(s, kc), b.add(k, c64(j))), c64(h)))
-
-        def column(k):  # rows adjacent (A = X.T): each k's h values are contiguous
-            src = b.gep(A, [b.add(b.mul(b.mul(s, c64(h)), rs), b.mul(k, cs))])
-            dst0 = b.mul(b.add(b.mul(s, kc), k), c64(h))
-            for lo, n in parts:
-                vt = ir.VectorType(f32, n).as_pointer()
-                v = b.load(b.bitcast(b.gep(src, [c64(lo)]), vt), align=4)
-                b.store(v, b.bitcast(b.gep(out, [b.add(dst0, c64(lo))]), vt), align=4)
 
         def k_body(k):
             for r in range(h):
@@ -129,17 +96,7 @@ def pack_a(x: Builder, h: int):
         full = b.icmp_signed("<=", b.mul(b.add(s, c64(1)), c64(h)), rows)
         with b.if_else(full) as (t, e):
             with t:
-                vec = c64(1 if VECTOR_PACK_A else 0)  # (0: no stride matches, scalar copies)
-                with b.if_else(b.icmp_signed("==", cs, vec)) as (t1, e1):
-                    with t1:  # (the common case, A row-major: 8x8 transposes, then the tail)
-                        loop(b, pa, c64(0), kc8, 8, rows8, "k8")
-                        loop(b, pa, kc8, kc, 1, fast, "kt")
-                    with e1:
-                        with b.if_else(b.icmp_signed("==", rs, vec)) as (t2, e2):
-                            with t2:
-                                loop(b, pa, c64(0), kc, 1, column, "kc")
-                            with e2:
-                                loop(b, pa, c64(0), kc, 1, fast, "kf")
+                loop(b, pa, c64(0), kc, 1, fast, "kf")
             with e:
                 loop(b, pa, c64(0), kc, 1, k_body, "k")
     loop(b, pa, c64(0), nsl, 1, pa_body, "s")
@@ -191,7 +148,7 @@ def pack_b(x: Builder):
         full = b.icmp_signed("<=", b.mul(b.add(s, c64(1)), c64(NR)), cols)
         with b.if_else(full) as (t, e):
             with t:
-                with b.if_else(b.icmp_signed("==", cs, c64(1 if VECTOR_PACK_A else -7))) as (t1, e1):
+                with b.if_else(b.icmp_signed("==", cs, c64(1))) as (t1, e1):
                     with t1:
                         loop(b, pb, c64(0), kc, 1, fast, "kf")
                     with e1:
