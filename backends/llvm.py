@@ -13,7 +13,8 @@ backend is built with `fast_math=True`. llvmlite is imported inside functions on
 Beside this file: backends/llvm_math.py (float32 exp/log/tanh in IR, so loops vectorise),
 backends/llvm_codegen.py (the kernel IR as LLVM IR, the op tables),
 backends/llvm_gemm.py (a packed 6x16 FMA GEMM that big float32 matmul kernels run on, their
-elementwise epilogue after it), backends/llvm_cache.py (compiled object code cached in memory
+elementwise epilogue after it; its IR in llvm_gemm_ir.py and llvm_gemm_parts.py, skinny
+products as dot products in llvm_gemm_dot.py), backends/llvm_cache.py (compiled object code cached in memory
 and on disk, `$GRAPHC_CACHE_DIR` or ~/.cache/graphc; `program.compile_info` tells where the
 code came from and how long each phase took), backends/llvm_runtime.py (calling the kernels:
 threads, the arena, argument addresses), backends/llvm_pool.py (native worker threads that
@@ -37,12 +38,11 @@ from graphc.ops import Op
 from graphc.printer import node_names
 
 register_internal_dir(__file__)
-from graphc.backends.llvm_cache import _MEMORY as _COMPILED  # noqa: E402  (key -> compiled module)
-from graphc.backends.llvm_codegen import (  # noqa: E402,F401  (code generation, re-exported)
-    BINARY, UNARY, _Codegen, _kind, build_module, ir_type)
+from graphc.backends.llvm_codegen import (  # noqa: E402,F401  (UNARY, BINARY: re-exported)
+    BINARY, UNARY, build_module)
 
-from graphc.backends.llvm_runtime import (  # noqa: E402,F401  (the runtime, re-exported)
-    PARALLEL_MIN_WORK, LLVMProgram, _separate, _Step, in_place)
+from graphc.backends.llvm_runtime import (  # noqa: E402
+    LLVMProgram, _separate, _Step, in_place)
 
 
 # ---- JIT ----------------------------------------------------------------------------------------------
@@ -58,6 +58,14 @@ def _target():
         tm = _machine()
         _TARGET.extend([tm, llvm.get_process_triple(), str(tm.target_data)])
     return _TARGET
+
+
+def new_module(name: str):
+    """An empty llvmlite module for the host: its triple and data layout set."""
+    from llvmlite import ir
+    m = ir.Module(name)
+    m.triple, m.data_layout = _target()[1], _target()[2]
+    return m
 
 
 def _machine():

@@ -1,7 +1,8 @@
 """The LLVM backend's code generation: one kernel of the kernel IR (`graphc.kernel`) -> one
 LLVM function, built with `llvmlite.ir.IRBuilder` (`_Codegen`), and `build_module` for a
 program's kernels. The op tables (`UNARY`, `BINARY`, keyed by (op name, kind)) are the
-backend's one lowering table; backends/llvm.py compiles and runs what this builds.
+backend's one lowering table; backends/llvm.py compiles what this builds, and
+backends/llvm_runtime.py runs it.
 
 A kernel function takes one pointer per buffer (inputs, then the output) and `i64 start,
 end`: the range of its outermost loop, so the runtime can split the loop over threads.
@@ -279,13 +280,13 @@ class _Codegen:
             rule = UNARY.get((v.op, _kind(v.dtype)))
             if rule is None:
                 raise NoRuleError(f"no LLVM rule for {v.op} on {v.dtype.name}",
-                                  stage="codegen (llvm)", hint="add it to UNARY in backends/llvm.py")
+                                  stage="codegen (llvm)", hint="add it to UNARY in backends/llvm_codegen.py")
             return rule(self, self.value(v.x))
         if isinstance(v, K.Binary):
             rule = BINARY.get((v.op, _kind(v.a.dtype)))
             if rule is None:
                 raise NoRuleError(f"no LLVM rule for {v.op} on {v.a.dtype.name}",
-                                  stage="codegen (llvm)", hint="add it to BINARY in backends/llvm.py")
+                                  stage="codegen (llvm)", hint="add it to BINARY in backends/llvm_codegen.py")
             return rule(self, self.value(v.a), self.value(v.b))
         if isinstance(v, K.Select):
             return b.select(self.value(v.cond), self.value(v.a), self.value(v.b))
@@ -331,11 +332,8 @@ def build_module(kernels: list[K.Kernel], name: str = "graphc", fast_math: bool 
                  noalias: frozenset = frozenset()):
     """One llvmlite ir.Module with a function per kernel; the kernels named in `noalias`
     get `noalias` pointer arguments (their output shares no memory with their inputs)."""
-    from llvmlite import ir
-    from graphc.backends.llvm import _target
-    module = ir.Module(name=name)
-    module.triple = _target()[1]
-    module.data_layout = _target()[2]
+    from graphc.backends.llvm import new_module
+    module = new_module(name)
     for k in kernels:
         _Codegen(module, k, fast_math, k.name in noalias).build()
     return module

@@ -25,10 +25,9 @@ def module_text(runs: list[list[tuple[int, list[tuple[int, int]], int]]]) -> str
     """The driver module: function graphc_run<r> per run r, a run being a list of calls
     (step index, [(base index, byte offset) per pointer argument], end of the loop range)."""
     from llvmlite import ir
-    from graphc.backends.llvm import _target
+    from graphc.backends.llvm import new_module
     i64, i8p, void = ir.IntType(64), ir.IntType(8).as_pointer(), ir.VoidType()
-    m = ir.Module("graphc_driver")
-    m.triple, m.data_layout = _target()[1], _target()[2]
+    m = new_module("graphc_driver")
     c = lambda v: ir.Constant(i64, v)  # noqa: E731
     for r, calls in enumerate(runs):
         fn = ir.Function(m, ir.FunctionType(void, [i64.as_pointer()] * 2), f"graphc_run{r}")

@@ -16,7 +16,8 @@ M and M x N small against K (a conv weight gradient) run as dot products split o
 (backends/llvm_gemm_dot.py; A may be a conv's dY read in K segments, `seg_view`); one A block
 (M <= MC) runs in column chunks (`_columns`), B read in place (gc_sgemm packed=2) when M <=
 MR, else packed sliver by sliver as it is used (packed=3), on several threads only while M is
-small or N large (each chunk packs all of A).
+small or N large (each chunk packs all of A). A product with N < 16 <= M (a classifier's
+last layer) runs as C^T = B^T @ A^T that way, C written transposed (the C_T flag).
 """
 from __future__ import annotations
 
@@ -235,6 +236,7 @@ def _bufs(K_: int, N: int) -> tuple[int, int]:
 SHARE_B = True     # multi-threaded single GEMMs: pack B once, shared by all threads
 CHUNK_WORK = 1 << 21  # multiply-adds per row chunk a thread takes (~50 us): smaller chunks
                       # balance better when another process holds a core, each costs a call
+                      # (no effect while MAX_CHUNKS is 1: one chunk per thread)
 MAX_CHUNKS = 1     # ... per thread at most: each chunk packs its A rows against the whole
                    # shared B again, or (column chunks) all of A; on the native pool, whose
                    # caller and worker take chunks from opposite ends, 2 per thread lost at

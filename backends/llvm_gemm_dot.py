@@ -44,9 +44,8 @@ def _module_text() -> str:
     f32, i64, i32, i1 = ir.FloatType(), ir.IntType(64), ir.IntType(32), ir.IntType(1)
     v8, m8 = ir.VectorType(f32, 8), ir.VectorType(i1, 8)
     fp, vp = f32.as_pointer(), ir.VectorType(f32, 8).as_pointer()
-    m = ir.Module("graphc_gemm_dot")
-    from graphc.backends.llvm import _target
-    m.triple, m.data_layout = _target()[1], _target()[2]
+    from graphc.backends.llvm import new_module
+    m = new_module("graphc_gemm_dot")
     fma = ir.Function(m, ir.FunctionType(v8, [v8, v8, v8]), "llvm.fma.v8f32")
     mload = ir.Function(m, ir.FunctionType(v8, [vp, i32, m8, v8]), "llvm.masked.load.v8f32.p0")
     c64 = lambda v: ir.Constant(i64, v)  # noqa: E731

@@ -46,9 +46,8 @@ def _module_text() -> str:
     from llvmlite import ir
 
     from graphc.backends import llvm_gemm_parts as P
-    from graphc.backends.llvm import _target
-    m = ir.Module("graphc_gemm")
-    m.triple, m.data_layout = _target()[1], _target()[2]
+    from graphc.backends.llvm import new_module
+    m = new_module("graphc_gemm")
     x = P.Builder(m)
     f32, i64, _, i1, fp, _, _, _ = x.types
     c64, loop, smin, func = x.c64, x.loop, x.smin, x.func

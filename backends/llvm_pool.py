@@ -63,11 +63,10 @@ def module_text(x86: bool) -> str:
     """The pool's functions: graphc_pool_worker(ctl, tid), graphc_pool_run(ctl, table, n),
     graphc_pool_stop(ctl), graphc_cycles()."""
     from llvmlite import ir
-    from graphc.backends.llvm import _target
+    from graphc.backends.llvm import new_module
     i1, i32, i64, void = ir.IntType(1), ir.IntType(32), ir.IntType(64), ir.VoidType()
     p64 = i64.as_pointer()
-    m = ir.Module("graphc_pool")
-    m.triple, m.data_layout = _target()[1], _target()[2]
+    m = new_module("graphc_pool")
     c = lambda v: ir.Constant(i64, v)  # noqa: E731
     cycles = m.declare_intrinsic("llvm.readcyclecounter", fnty=ir.FunctionType(i64, []))
     pause = (m.declare_intrinsic("llvm.x86.sse2.pause", fnty=ir.FunctionType(void, []))

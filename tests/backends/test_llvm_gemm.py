@@ -195,12 +195,15 @@ def test_operands_that_are_no_view_are_gathered(always_gemm, case):
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("nb,M,K,N", [(64, 16, 100, 150), (3, 40, 20, 30), (5, 7, 9, 33)])
+@pytest.mark.parametrize("nb,M,K,N", [(64, 16, 100, 150), (3, 40, 20, 30), (5, 7, 9, 33),
+                                     (2, 40, 20, 30)])
 def test_run_batches_over_threads(monkeypatch, threads, nb, M, K, N):
     """A batch of products: runs of whole products per call (gc_sgemm_batch) when there are
-    more products than chunks, row chunks of each product otherwise."""
+    more products than chunks, row chunks of each product otherwise (2 chunks per thread
+    here, so that small chunks are made: MAX_CHUNKS is 1 by default)."""
     monkeypatch.setattr(G, "THREAD_WORK", 1)
     monkeypatch.setattr(G, "CHUNK_WORK", 1000)
+    monkeypatch.setattr(G, "MAX_CHUNKS", 2)
     rng = np.random.default_rng(nb + M)
     a, bt = _rand(rng, nb, M, K), _rand(rng, nb, N, K)   # B transposed: strided packing
     c = np.full((nb, M, N), np.nan, np.float32)
@@ -300,6 +303,7 @@ def test_run_b_read_in_place(monkeypatch, threads, M, K, N):
     B a row slice of a wider array (row stride != N)."""
     monkeypatch.setattr(G, "THREAD_WORK", 1)
     monkeypatch.setattr(G, "CHUNK_WORK", 1000)
+    monkeypatch.setattr(G, "MAX_CHUNKS", 2)
     rng = np.random.default_rng(M + K + N)
     a, bw = _rand(rng, M, K), _rand(rng, K, N + 5)
     calls = []

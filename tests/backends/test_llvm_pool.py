@@ -57,10 +57,9 @@ def _handshake():
     to ~10^9 iterations; *mine becomes 2 if it saw *theirs. Two of these complete with 2s
     only if they ran at the same time."""
     from llvmlite import ir
-    from graphc.backends.llvm import _target, jit_info
+    from graphc.backends.llvm import jit_info, new_module
     i64 = ir.IntType(64)
-    m = ir.Module("handshake")
-    m.triple, m.data_layout = _target()[1], _target()[2]
+    m = new_module("handshake")
     fn = ir.Function(m, ir.FunctionType(ir.VoidType(), [i64.as_pointer()] * 2), "handshake")
     mine, theirs = fn.args
     b = ir.IRBuilder(fn.append_basic_block("entry"))
