@@ -199,7 +199,8 @@ class Entry:
     stages: dict[str, Graph]
     program: Any
     times: dict[str, float] = field(default_factory=dict)
-    fast: Any = None  # (matcher, run) once a call with numpy arrays has built it (`_fast`)
+    fast: Any = None  # (matcher, run) once a call with numpy arrays built it (`_fast_path`);
+                      # False: no matcher for this signature
 
 
 def _signature(leaves, tree) -> tuple:
@@ -233,7 +234,7 @@ class Compiled:
         parse_passes(passes)  # a bad spec fails here, not at the first call
         self._cache: dict[tuple, Entry] = {}
         self._last: Entry | None = None
-        self._fast: tuple | None = None  # the last numpy-array call's Entry.fast
+        self._fast: tuple | None = None  # (matcher, run, entry) of the last call, if any
         functools.update_wrapper(self, fn, updated=())
 
     def lower(self, *args) -> Entry:
@@ -359,8 +360,9 @@ def compile(fn: Callable, backend: str = "numpy", passes: str | None = None,
     The result is called with numpy arrays (or pytrees of them) and returns numpy arrays
     (a tuple when fn returns several). It traces on the first call for each signature,
     runs the pipeline's stages and caches the program; `.stages`, `.graph(stage)` and
-    `.source` show what it went through. A call with the last call's signature is checked
-    by a function written for it (`pytree.matcher`), without flattening or a cache lookup.
+    `.source` show what it went through. A call with the last call's signature, when that
+    call's arguments were all non-empty numpy arrays, is checked by a function written for
+    it (`pytree.matcher`), without flattening or a cache lookup.
 
     >>> import numpy as np, graphc as gc
     >>> f = gc.compile(lambda a, b: (a + b) * (b + 1))

@@ -46,8 +46,9 @@ def epilogue_keeps_order(body, node) -> bool:
 
 
 class RowMatmul:
-    """`row_matmul`, `column_reduce`, `reshaped_product` and `concat_parts`, for a lowerer with `body`, `value`, `loops`, `emit`, `flat`, `unravel`,
-    `bcast`, `fresh`, `scopes` and `product` (graphc.lower._Lowerer)."""
+    """`row_matmul`, `parallel_axis`, `column_reduce`, `reshaped_product` and `concat_parts`,
+    for a lowerer with `body`, `value`, `loops`, `emit`, `flat`, `unravel`, `bcast`,
+    `fresh`, `scopes` and `product` (graphc.lower._Lowerer)."""
 
     def row_matmul(self, out: K.Buffer) -> list | None:
         """A matmul kernel in loop order (batch..., i) k j, accumulating into the output

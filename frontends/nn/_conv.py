@@ -103,15 +103,12 @@ def _conv_core(x: Tensor, w: Tensor, b, stride, pads, dilation, groups: int, nd:
         if b is not None:
             y = y + _like(y, b).reshape((O,) + (1,) * nd)
         return y
-    if G > 1:
-        x = x.reshape((N, G, Cg) + x.shape[2:])
+    x = x.reshape((N, G, Cg) + x.shape[2:])  # (groups > 1 from here on)
     lead = x.ndim - nd
     wins = _windows(x, K, stride, dilation, out, lead, flip)
     cols = gnp.concatenate(wins, axis=lead - 1) if len(wins) > 1 else wins[0]
     cols = cols.reshape(cols.shape[:lead - 1] + (Kn * Cg, L))
     wm = w.reshape((G, Og, Cg, Kn)).transpose(0, 1, 3, 2).reshape((G, Og, Kn * Cg))
-    if G == 1:
-        wm = wm.reshape((Og, Kn * Cg))
     y = T.matmul(wm, cols).reshape((N, O) + tuple(out))
     if b is not None:
         y = y + _like(y, b).reshape((O,) + (1,) * nd)

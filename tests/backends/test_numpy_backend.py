@@ -17,7 +17,7 @@ from graphc.interpret import interpret
 from graphc.ops import Op
 from graphc.printer import format_node, node_names
 
-from compare_helpers import b, key, maker_r, nz, pos  # noqa: F401  (b, key: used by importers too)
+from compare_helpers import b, key, maker_r, nz, pos
 
 HERE = os.path.basename(__file__)
 F32, F64, I32, I64 = np.float32, np.float64, np.int32, np.int64

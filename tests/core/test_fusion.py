@@ -254,7 +254,7 @@ def test_mlp_training_step_kernels():
     # examples/mlp.py train_step: 4 -> 8 tanh -> 3, softmax CE, backward, SGD. 11 kernels:
     #   forward: matmul+bias+tanh (F5 epilogue, F3), matmul+bias (F5; materialised because
     #     several kernels read the logits), max, sum(exp) and the loss (as softmax CE
-    #     below): 5
+    #     above): 5
     #   backward of the CE: one kernel for the logits' gradient, with the sum of the onehot
     #     term, and the two sums of the gradient through the stabilising max (mathematically
     #     zero, but autodiff does not know) as its row reductions (F6): 1
