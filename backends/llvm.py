@@ -33,14 +33,12 @@ import time
 
 from graphc import kernel as K, kernel_layout, kernel_sched
 from graphc.ir import Graph, Node, register_internal_dir
-from graphc.lower import as_kernels, lower_kernel
-from graphc.ops import Op
-from graphc.printer import node_names
 
 register_internal_dir(__file__)
 from graphc.backends.llvm_codegen import (  # noqa: E402,F401  (UNARY, BINARY: re-exported)
     BINARY, UNARY, build_module)
 
+from graphc.backends.runtime import kernel_nodes  # noqa: E402
 from graphc.backends.llvm_runtime import (  # noqa: E402
     LLVMProgram, _separate, _Step, in_place)
 
@@ -135,10 +133,7 @@ class LLVMBackend:
         return True, f"llvmlite {llvmlite.__version__}, LLVM {v}, cpu {llvm.get_host_cpu_name()}"
 
     def lower(self, graph: Graph) -> tuple[Graph, list[Node], list[K.Kernel]]:
-        graph = as_kernels(graph)
-        names = node_names(graph)
-        nodes = [n for n in graph.nodes if n.op is Op.FUSED]
-        return graph, nodes, [lower_kernel(n, names) for n in nodes]
+        return kernel_nodes(graph)
 
     def render(self, graph: Graph, nodes, kernels) -> tuple[str, str]:
         """(the LLVM module text, .source: that text annotated with the kernel IR and nodes)."""

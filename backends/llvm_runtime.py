@@ -16,6 +16,7 @@ import numpy as np
 
 from graphc import kernel as K, kernel_layout
 from graphc.backends import llvm_driver, llvm_pool
+from graphc.backends.runtime import arena_bytes, arena_offset
 from graphc.interpret import check_args
 from graphc.ir import Graph, Node, register_internal_dir
 from graphc.ops import Op
@@ -124,9 +125,7 @@ class _Step:
                  gemm=None):
         self.node, self.kernel, self.gemm, self.threads = node, kernel, gemm, threads
         self.addr = addr
-        buf = node.attrs.get("buffer", -1)
-        # view kernels copy (the plan lets them alias their source: we never write there)
-        self.offset = buf if node.attrs["kind"] != "view" else -1
+        self.offset = arena_offset(node)
         if kernel is None:  # a GEMM without epilogue
             self.fn, self.chunks = None, 0
             return
@@ -176,8 +175,7 @@ class LLVMProgram:
                  module_text: str):
         self.graph, self.steps, self.source = graph, steps, source
         self.kernels, self.module_text = kernels, module_text
-        self.arena_bytes = max((s.offset + s.node.type.nbytes for s in steps if s.offset >= 0),
-                               default=0)
+        self.arena_bytes = arena_bytes([s.node for s in steps])
         where: dict[int, tuple[int, int]] = {}   # node id -> (base, byte offset)
         for k, n in enumerate(graph.inputs):
             where[id(n)] = (1 + k, 0)

@@ -52,22 +52,6 @@ _LOCK = threading.Lock()
 STATS = {"builds": 0, "disk_hits": 0, "memory_hits": 0}  # builds from source, for tests
 
 
-def _per_element(node: Node, k: K.Kernel) -> K.Kernel:
-    """k lowered with one accumulator per output element (a kind the row-order lowerings of
-    graphc/lower_matmul.py do not take): work-items map to output elements, or to work-group
-    reductions (opencl_reduce), not to one work-item walking the rows."""
-    from dataclasses import replace
-    from graphc.lower import _Lowerer
-    per = _Lowerer(node.attrs["body"], k.name).kernel(f"{k.kind}-per-element", k.source_nodes)
-    return K.verify(replace(per, kind=k.kind))
-
-
-def _row_order(k: K.Kernel) -> bool:
-    """Lowered in row order (graphc/lower_matmul.py): a matmul, or a reduction over leading
-    axes (one parallel iteration)."""
-    return k.kind == "matmul" or (k.kind == "reduce" and k.parallel_extent == 1)
-
-
 # ---- devices -----------------------------------------------------------------------------------------
 def platforms():
     """[(platform, [devices])]; a BackendError (with the install hint) when there is none."""
@@ -250,10 +234,10 @@ class OpenCLBackend:
         """Like the LLVM backend, except that matmul kernels keep one accumulator per output
         element (the k loop inside) instead of the CPU's row-blocked loop order, which would
         leave one work-item per block of 16 rows: that form is what the renderer blocks
-        (`graphc.backends.opencl_matmul.match`), and what it runs with matmul="per-element"."""
-        graph, nodes, kernels = kernel_nodes(graph)
-        return graph, nodes, [_per_element(n, k) if _row_order(k) else k
-                              for n, k in zip(nodes, kernels)]
+        (`graphc.backends.opencl_matmul.match`), and what it runs with matmul="per-element".
+        Reductions over leading axes likewise: work-group reductions (opencl_reduce), not
+        one work-item walking the rows."""
+        return kernel_nodes(graph, row_order=False)
 
     def render(self, graph: Graph, kernels) -> tuple[str, list[Launch]]:
         r = OpenCLRenderer(wg_size=self.wg_size, limits=self.limits, matmul=self.matmul,

@@ -1,11 +1,12 @@
 """Tiled matmul kernels for the OpenCL backend (`graphc.backends.opencl`).
 
-The backend lowers a matmul kernel to one accumulator per output element (`_per_element`):
-a perfect nest over the output (batch..., i, j), inside it `acc = 0; for k: acc += A * B`,
-then the epilogue (bias, activation, the SGD update: Lets and the Store, reading acc).
-`match` takes that kernel IR apart; `render_tiled` renders it as a blocked kernel in which
-every work-item computes a block of WM rows x WN columns (NV vectors of VW columns, so B's
-row segments load as one vector and each A element is broadcast over them):
+The backend lowers a matmul kernel to one accumulator per output element
+(`graphc.lower.lower_kernel(..., row_order=False)`): a perfect nest over the output
+(batch..., i, j), inside it `acc = 0; for k: acc += A * B`, then the epilogue (bias,
+activation, the SGD update: Lets and the Store, reading acc). `match` takes that kernel IR
+apart; `render_tiled` renders it as a blocked kernel in which every work-item computes a
+block of WM rows x WN columns (NV vectors of VW columns, so B's row segments load as one
+vector and each A element is broadcast over them):
 
   registers  (CPUs) A and B are read where they are, k runs in the work-item. A block at the
              bottom / right edge is moved back inside the matrix, so every load is in range

@@ -6,7 +6,7 @@
     host_outputs(...)     the graph's outputs as fresh numpy arrays (inputs and constants
                           returned unchanged are copied, so callers never alias)
 
-The LLVM backend (backends/llvm.py) has the same logic inline; it can import it from here.
+Both the LLVM and the OpenCL backend import it from here.
 """
 from __future__ import annotations
 
@@ -21,12 +21,13 @@ from graphc.ops import Op
 from graphc.printer import node_names
 
 
-def kernel_nodes(graph: Graph):
-    """(graph with every op in a kernel, fused nodes in run order, their kernel IR)."""
+def kernel_nodes(graph: Graph, row_order: bool = True):
+    """(graph with every op in a kernel, fused nodes in run order, their kernel IR);
+    row_order: see `graphc.lower.lower_kernel`."""
     graph = as_kernels(graph)
     names = node_names(graph)
     nodes = [n for n in graph.nodes if n.op is Op.FUSED]
-    return graph, nodes, [lower_kernel(n, names) for n in nodes]
+    return graph, nodes, [lower_kernel(n, names, row_order) for n in nodes]
 
 
 def arena_offset(node: Node) -> int:

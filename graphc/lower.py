@@ -56,8 +56,8 @@ class Scope:
 
 
 class _Lowerer(RowMatmul):
-    def __init__(self, body: Graph, name: str, stash_ok: bool = True):
-        self.body, self.name = body, name
+    def __init__(self, body: Graph, name: str, stash_ok: bool = True, row_order: bool = True):
+        self.body, self.name, self.row_order = body, name, row_order
         self.users = {k: len({id(u) for u in v}) for k, v in body.users().items()}
         self.buffers: list[K.Buffer] = []
         self.buf_of: dict[int, K.Buffer] = {}
@@ -322,17 +322,18 @@ class _Lowerer(RowMatmul):
         root = self.body.outputs[0]
         out = K.Buffer("out", root.shape, root.dtype, "out")
         self.buffers.append(out)
-        if (kind == "matmul" and len(root.shape) >= 2) or kind == "reduce":
+        if self.row_order and ((kind == "matmul" and len(root.shape) >= 2) or kind == "reduce"):
             body = self.row_matmul(out) if kind == "matmul" else self.column_reduce(out)
             if body is not None:
                 return K.Kernel(self.name, tuple(self.buffers), tuple(body), kind,
                                 tuple(provenance), tuple(self.consts))
 
         def inner(vars_):
-            self.root_vars = list(vars_)
+            # size-1 axes index 0, as `bcast` reads them: the hoisted reductions and the
+            # stash are then found under the same memo keys as the root's own reads
+            self.root_vars = self.bcast(vars_, root.shape)
             for n in self.row_reductions(root):  # hoisted first: see `reduce` (stash)
-                self.value(n, [K.Const(0) if d in n.attrs["axes"] else v
-                               for d, v in enumerate(vars_)])
+                self.value(n, self.bcast(self.root_vars, n.shape))
             self.emit(K.Store(out, self.flat(vars_, root.shape), self.value(root, vars_)))
         def by_product(vars_):  # loops over the product's shape, the root at that position
             at = self.flat(vars_, mm.shape)
@@ -354,9 +355,12 @@ class _Lowerer(RowMatmul):
                         tuple(self.consts))
 
 
-def lower_kernel(fused: Node, names: dict | None = None) -> K.Kernel:
+def lower_kernel(fused: Node, names: dict | None = None, row_order: bool = True) -> K.Kernel:
     """The kernel for one fused node; `names` (the outer graph's node names) makes the
-    provenance lines match the printed graph."""
+    provenance lines match the printed graph. `row_order=False` keeps one accumulator per
+    output element for matmuls and reductions over leading axes, instead of the row-order
+    loops of graphc/lower_matmul.py that suit a CPU thread walking rows (OpenCL maps
+    work-items to output elements)."""
     body = fused.attrs["body"]
     bnames = node_names(body)
     head = format_node(fused, names or {})
@@ -364,7 +368,7 @@ def lower_kernel(fused: Node, names: dict | None = None) -> K.Kernel:
     prov += ["  " + format_node(n, bnames) + (f"  @ {n.loc}" if n.loc else "")
              for n in body.nodes if n.op is not Op.INPUT]
     stash_ok = not fused.attrs.get("inplace", False) and "donated" not in fused.attrs
-    k = _Lowerer(body, fused.attrs["name"], stash_ok).kernel(fused.attrs["kind"], prov)
+    k = _Lowerer(body, fused.attrs["name"], stash_ok, row_order).kernel(fused.attrs["kind"], prov)
     return K.verify(k)
 
 
