@@ -30,13 +30,16 @@ import os
 import random
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from benchmarks import others
 
 BASE = "numpy by hand"
+COPY = "memory copy, same bytes"  # W4's yardstick: copying the bytes it reads and writes
 BLOCK = 3        # timed calls per block (after the untimed lead-in call)
 SLOW_S = 0.05    # calls at least this long: one timed call a block, no lead-in
 NOISY_CORES = 0.2
@@ -110,6 +113,22 @@ def check(got, want, what, loose=False):
         np.testing.assert_allclose(a, b, rtol=rtol, atol=atol * scale, err_msg=what)
 
 
+def copier(nbytes: int) -> Callable:
+    """A call that reads nbytes/2 and writes nbytes/2: np.copyto into a kept buffer, split
+    over every core (numpy lets go of the GIL while it copies; on this 2-core machine two
+    threads copied 4M floats at 10.5-15.6 GB/s where one copied at 9.4-10.9)."""
+    src = np.ones(nbytes // 8, np.float32)
+    dst = np.empty_like(src)
+    cuts = np.linspace(0, len(src), (os.cpu_count() or 1) + 1).astype(int)
+    parts = [(dst[a:b], src[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
+    pool = ThreadPoolExecutor(len(parts))
+
+    def copy(*_):
+        for f in [pool.submit(np.copyto, d, s) for d, s in parts]:
+            f.result()
+    return copy
+
+
 def time_workload(problem, impls, budget_s, max_reps, meter: CpuMeter,
                   warmup: bool = True) -> tuple[list[Row], str]:
     """Rows for numpy by hand and each of `impls` (names of others.IMPLS), in that order,
@@ -127,6 +146,8 @@ def time_workload(problem, impls, budget_s, max_reps, meter: CpuMeter,
         check(f(*args), want, f"{problem.name}: {label} disagrees with numpy by hand",
               loose=impl in others.FRAMEWORKS)
         fns[label] = f
+    if getattr(problem, "copy_bytes", None):  # memory bandwidth, measured interleaved
+        fns[COPY] = copier(problem.copy_bytes)
     first = dict.fromkeys(fns, 0.0)
     if warmup:  # first-use costs (allocation, TinyJit's capture) stay out of the medians
         for k, f in fns.items():
@@ -158,16 +179,31 @@ def time_workload(problem, impls, budget_s, max_reps, meter: CpuMeter,
             len(times[i]) < 3 or len(times[i]) * statistics.median(times[i]) < share)]
     note = noise_note(meter.seconds(window, meter.ticks()), time.perf_counter() - t_start)
     rows = []
-    for label in [BASE] + [others.IMPLS[i] for i in impls]:
+    for label in [BASE] + [others.IMPLS[i] for i in impls] + [COPY] * (COPY in fns):
         if label not in fns:
             rows.append(Row(problem.name, label, None, problem.flops, notes[label]))
             continue
         ts = times[label]
         runs = f"{len(ts)} run{'s' if len(ts) > 1 else ''}"
         noisy = noise_note(others_s[label], spent[label])
+        if label == COPY:
+            runs += f"; {problem.copy_bytes / statistics.median(ts) / 1e9:.1f} GB/s"
         rows.append(Row(problem.name, label, statistics.median(ts), problem.flops,
                         f"{runs}; {noisy}" if noisy else runs))
     return rows, note
+
+
+def against_copy(rows: list[Row]) -> list[str]:
+    """For each workload timed beside a memory copy of its bytes: each implementation's median
+    as a multiple of that copy's (W4's target: within 1.5x)."""
+    lines = []
+    for w in dict.fromkeys(r.workload for r in rows):
+        rs = {r.impl: r.median_s for r in rows if r.workload == w and r.median_s}
+        if COPY not in rs:
+            continue
+        ratios = ", ".join(f"{k} {t / rs[COPY]:.2f}x" for k, t in rs.items() if k != COPY)
+        lines.append(f"{w}, against a copy of its bytes ({rs[COPY] * 1e3:.3f} ms): {ratios}")
+    return lines
 
 
 def format_table(rows: list[Row], header: bool = True, notes: dict | None = None) -> str:

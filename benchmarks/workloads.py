@@ -17,7 +17,9 @@ Workloads (float32):
            conv 5x5 6->16, ReLU, max-pool 2, linear 400->120, ReLU, linear -> 10, softmax CE
   W3 lstm  training step, input 32, hidden 128, seq 32, batch 32, classify from the last h
            (PyTorch: nn.LSTM with these weights mapped in; JAX: lax.scan)
-  W4 ew    an 8-op elementwise chain on 4M floats; row softmax 4096x1024
+  W4 ew    an 8-op elementwise chain on 4M floats; row softmax 4096x1024. Each is timed beside
+           a memory copy of the bytes it reads and writes (np.copyto into a kept buffer, on
+           every core: `timing.copier`), and every median is also given as a multiple of it
   W5 infer MLP inference 784-512-256-10 at batch 1 and 256
   gemm     512, 1024, 2048 square matmul (GFLOP/s column)
 Then the first-call compile time of W1 on llvm with an empty disk cache and from the disk
@@ -54,7 +56,7 @@ import graphc as gc
 from benchmarks import others
 from benchmarks.passes import (_conv_bwd, _conv_fwd, _data, _init, mlp_numpy, mlp_step,
                                np_softmax_ce, relu, sgd, softmax_ce)
-from benchmarks.timing import BASE, CpuMeter, Row, format_table, time_workload
+from benchmarks.timing import BASE, CpuMeter, Row, against_copy, format_table, time_workload
 
 IMPLS = (BASE,) + tuple(others.IMPLS.values())  # every row label, in table order
 
@@ -67,6 +69,7 @@ class Problem:
     by_hand: Callable   # NumPy version, the baseline and the reference result
     args: tuple         # NumPy arrays (parameter dicts first)
     flops: float | None = None
+    copy_bytes: int | None = None  # bytes it must read and write: timed beside a copy of them
 
 
 # ---- W1 / W5: MLP ------------------------------------------------------------------------------
@@ -257,9 +260,10 @@ def ew_problems(q):
     n, (r, c) = (1 << 22, (4096, 1024)) if not q else (1000, (7, 33))
     x = rng.standard_normal(n).astype(np.float32)
     s = rng.standard_normal((r, c)).astype(np.float32)
-    return [Problem(f"W4 8-op chain {n}", "chain", chain, lambda x: chain(x, np), (x,)),
+    return [Problem(f"W4 8-op chain {n}", "chain", chain, lambda x: chain(x, np), (x,),
+                    copy_bytes=2 * x.nbytes),
             Problem(f"W4 row softmax {r}x{c}", "softmax", softmax, lambda x: softmax(x, np),
-                    (s,))]
+                    (s,), copy_bytes=2 * s.nbytes)]
 
 
 # ---- GEMM ----------------------------------------------------------------------------------------
@@ -334,6 +338,8 @@ def main(argv=None, quick: bool = False) -> list[Row]:
           f"OPENBLAS_THREAD_TIMEOUT={os.environ.get('OPENBLAS_THREAD_TIMEOUT', 'unset')}"
           f"{'' if meter.works else '; no /proc: other processes not measured'})")
     print(format_table(rows, notes=notes))
+    for line in against_copy(rows):
+        print(line)
     for impl in impls:
         print("  " + others.describe(impl))
     if "llvm" in impls and others.status("llvm") is None and (not args.only or "W1" in args.only):

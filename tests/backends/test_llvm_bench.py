@@ -23,7 +23,8 @@ def test_workloads_benchmark_runs_quick(capsys):
     names = list(dict.fromkeys(r.workload for r in rows))
     assert len(names) == 9
     for w in names:
-        assert [r.impl for r in rows if r.workload == w] == list(bench.IMPLS)
+        copy = [timing.COPY] if w.startswith("W4") else []
+        assert [r.impl for r in rows if r.workload == w] == list(bench.IMPLS) + copy
         assert w in out
     ran = {"numpy by hand", "graphc numpy", "graphc llvm"}
     from graphc import backends
@@ -41,6 +42,9 @@ def test_workloads_benchmark_runs_quick(capsys):
     if "tinygrad CL" in ran:  # on its OpenCL device, not its CPU one
         assert "tinygrad CL: tinygrad" in out and " on CL: " in out
     assert "from disk cache" in out
+    copies = [r for r in rows if r.impl == timing.COPY]
+    assert len(copies) == 2 and all(r.median_s > 0 and "GB/s" in r.note for r in copies)
+    assert out.count("against a copy of its bytes") == 2
 
 
 def test_impl_choice_and_a_missing_framework(monkeypatch, capsys):
