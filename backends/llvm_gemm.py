@@ -34,7 +34,7 @@ from graphc.types import DType
 from graphc.backends import llvm_gemm_dot as D
 from graphc.backends.llvm_gemm_dot import NOSEG
 from graphc.backends.llvm_gemm_ir import (C_T, KC, MC, MR, NC, NR, _aligned, address,
-                                          batch_fn, buffer_sizes, sgemm_fn)
+                                          batch_fn, buffer_sizes, kept, sgemm_fn)
 from graphc.backends.llvm_pool import SLOT_A, SLOT_B, Slot, spread
 
 MIN_M, MIN_N, MIN_WORK = 4, 8, 1 << 18   # below: the loop kernel (packing would not pay)
@@ -248,15 +248,6 @@ OWN_B_ROWS = 128     # have this many rows (no pass behind a barrier, B L2-hot; 
                      # W1's dW1 784x512x128 0.94 -> 0.88 ms, 512x256x128 0.45 -> 0.37)
 
 
-def _packed(n: int) -> np.ndarray:
-    """The calling thread's buffer for a whole packed B (kept and grown; the caller waits
-    for every task before it returns, so reuse on its next call is safe)."""
-    got = getattr(_TLS, "packed", None)
-    if got is None or got.size < n:
-        _TLS.packed = got = _aligned(n)
-    return got
-
-
 def _pack_tasks(b, rsb, csb, N, K_, out, t, parts) -> list:
     """Pool tasks packing part t of `parts` of every (jc, pc) block of B into `out` (block
     (jc, pc) at jc*K + pc*ncp, in NR-column slivers of kc rows), splitting each block's
@@ -286,7 +277,7 @@ def _chunk_rows(M: int, work: int, threads: int) -> int:
 def _shared_b(a, b, c, M, N, K_, st, threads):
     """One GEMM on several threads: B packed once into a shared buffer (its slivers split
     into one part per thread), then row chunks computed against it."""
-    out = _packed(K_ * (-(-N // NR) * NR)).ctypes.data
+    out = kept("packed_b", K_ * (-(-N // NR) * NR)).ctypes.data
     parts = max(1, min(threads, -(-N // NR)))
     pack = [t for p in range(parts) for t in _pack_tasks(b, st[2], st[3], N, K_, out, p, parts)]
     rows, fn = _chunk_rows(M, M * N * K_, threads), address("gc_sgemm")

@@ -25,7 +25,8 @@ updates cost more than the few multiply-adds each B element takes part in (`dot_
 from __future__ import annotations
 
 import ctypes
-import threading
+
+from graphc.backends.llvm_gemm_ir import _aligned, kept
 
 DM, DN = 2, 5   # register tile: 10 accumulators + 2 A + 1 B vectors of the 16 ymm registers
                 # (W2's M = 6, 16 and N = 25, 150 divide exactly: no padded work)
@@ -195,7 +196,6 @@ def sdot(a, bt, c, chunks: int = 1, seg=None):
     into `chunks` partial sums (a testing entry point). seg=(la, sa): `a` is instead the
     address-ordered A0 of a segmented A: A[i, k] = A0[i*lda + (k // la)*sa + k % la], K
     given by bt."""
-    from graphc.backends.llvm_gemm_ir import _aligned
     M, (N, K) = a.shape[0], bt.shape
     assert a.strides[1] == bt.strides[1] == 4 and c.strides == (4 * N, 4)
     ws = wsize(M, N)
@@ -220,7 +220,6 @@ MAX_CHUNKS = 2       # K chunks per thread at most
 SEG_MIN = 256        # a segmented A (la < K) only with segments this long: W2's conv2 dY
                      # (la = 100, a masked tail each) took 1.20 ms, copied first 0.95; conv1's
                      # (la = 784) 0.44 ms, copied first 0.56 (la = 256: 0.50 vs 0.56)
-_TLS = threading.local()
 
 
 def dot_shape(M: int, N: int, K: int) -> bool:
@@ -235,7 +234,7 @@ def run_dot(a, b, c, M, N, K, lda, ldb, seg, threads: int):
     summed."""
     n = 1 if threads == 1 else max(1, min(MAX_CHUNKS * threads, K // DOT_CHUNK))
     ws = wsize(M, N)
-    w = _wbuf(n * ws).ctypes.data
+    w = kept("dot_sums", n * ws).ctypes.data
     dot, total = dot_fns()
     bounds = [K * t // n // 8 * 8 for t in range(n)] + [K]  # 8-aligned: full vectors
     if n == 1:
@@ -246,16 +245,6 @@ def run_dot(a, b, c, M, N, K, lda, ldb, seg, threads: int):
         llvm_pool.spread([[(fn, (a, b, w + 4 * ws * t, M, N, lda, ldb, k0, k1, *seg))
                            for t, (k0, k1) in enumerate(zip(bounds, bounds[1:]))]], threads)
     total(w, n, ws, c, M, N, N)
-
-
-def _wbuf(n: int):
-    """The calling thread's partial sums buffer (kept and grown; every chunk is done before
-    the caller returns)."""
-    from graphc.backends.llvm_gemm_ir import _aligned
-    got = getattr(_TLS, "wbuf", None)
-    if got is None or got.size < n:
-        _TLS.wbuf = got = _aligned(n)
-    return got
 
 
 def seg_view(x, ins: list[int], view):

@@ -33,6 +33,7 @@ call, a pass that left it in L2, and computed its last 2 rows as a padded 6-row 
 from __future__ import annotations
 
 import ctypes
+import threading
 
 import numpy as np
 
@@ -246,6 +247,20 @@ def _aligned(n: int) -> np.ndarray:
     raw = np.empty(n + 16, np.float32)
     skip = (-raw.ctypes.data % 64) // 4
     return raw[skip:skip + n]
+
+
+_KEPT = threading.local()
+
+
+def kept(name: str, n: int) -> np.ndarray:
+    """The calling thread's aligned float32 buffer `name`, at least n long: kept and grown
+    from call to call. Safe to reuse because every caller waits for all the tasks that use
+    it before it returns (a whole packed B, a dot product's partial sums)."""
+    got = getattr(_KEPT, name, None)
+    if got is None or got.size < n:
+        got = _aligned(n)
+        setattr(_KEPT, name, got)
+    return got
 
 
 def sgemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, m0: int, m1: int, bufs=None,

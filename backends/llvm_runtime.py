@@ -19,15 +19,18 @@ from graphc.backends import llvm_driver, llvm_pool
 from graphc.backends.runtime import arena_bytes, arena_offset
 from graphc.interpret import check_args
 from graphc.ir import Graph, Node, register_internal_dir
+from graphc.lower_matmul import SPLIT_COLUMNS_WORK
 from graphc.ops import Op
 
 register_internal_dir(__file__)
 
 DRIVERS = True   # runs of loop kernels called by one native driver (backends/llvm_driver.py)
-# loop iterations (all levels) below which a kernel runs on one thread:
-PARALLEL_MIN_WORK = 1 << 20
-# batch-1 inference's 784x512 GEMV (400K) split over two threads was slower even on the native
-# pool (a W5 b1 call 80.9 -> 88.2 us; with lower_matmul.SPLIT_COLUMNS_WORK lowered alike)
+# loop iterations (all levels) below which a kernel runs on one thread: the lowering's own
+# threshold for splitting a one-row product's columns into parts, so a product is split
+# exactly when there are threads to spread the parts over. 2^20: batch-1 inference's 784x512
+# GEMV (400K) split over two threads was slower even on the native pool (a W5 b1 call 80.9
+# -> 88.2 us, both thresholds lowered alike)
+PARALLEL_MIN_WORK = SPLIT_COLUMNS_WORK
 
 
 def _arena_range(n: Node):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from graphc import kernel as K
-from graphc.kernel_sched import _kernel, _stmts, free_vars
+from graphc.kernel_sched import _kernel, _stmts
 
 
 # ---- collapse: one loop for a perfect nest that walks memory contiguously ---------------------------
@@ -46,13 +46,8 @@ def _collapsible(body, a: str, b: str, nb: int) -> bool:
     if idx is None:
         return False
     for e in idx:
-        coef = {a: 0, b: 0}
-        for c, t in K._terms(e):
-            if isinstance(t, K.Var) and t.name in coef:
-                coef[t.name] += c
-            elif t is not None and free_vars(t) & {a, b}:
-                return False   # a or b inside a division, modulo, min or max
-        if coef[a] != nb * coef[b]:
+        sa, sb = K.stride(e, a), K.stride(e, b)  # None: inside a division, modulo, min, max
+        if sa is None or sb is None or sa != nb * sb:
             return False
     return True
 

@@ -40,7 +40,7 @@ from graphc.errors import NoRuleError
 from graphc.ir import Graph, Node, apply, at_loc, input_node
 from graphc import kernel as K
 from graphc.ops import BINARY, ELEMENTWISE, Op, UNARY
-from graphc.passes.fusion import INLINE_CONST_ELEMENTS, kernel_kind
+from graphc.passes.fusion import INLINE_CONST_ELEMENTS, kernel_kind, reduces_rows
 from graphc.lower_matmul import RowMatmul, _init
 from graphc.printer import format_node, node_names
 
@@ -279,14 +279,8 @@ class _Lowerer(RowMatmul):
     def row_reductions(self, root: Node) -> list[Node]:
         """The body's reductions over trailing axes (keepdims) of an operand shaped like the
         root: the row reductions fusion rule F6 put here, computed once per row."""
-        out = []
-        for n in self.body.nodes:
-            if n.op in (Op.SUM, Op.MAX) and n.attrs["keepdims"] and \
-                    n.inputs[0].shape == root.shape:
-                axes, nd = sorted(n.attrs["axes"]), len(root.shape)
-                if axes and len(axes) < nd and axes == list(range(nd - len(axes), nd)):
-                    out.append(n)
-        return out
+        return [n for n in self.body.nodes
+                if reduces_rows(n) and n.inputs[0].shape == root.shape]
 
     def stashes(self, n: Node, src) -> bool:
         """Should row reduction n keep its operand, computed at `src`, in the output buffer?

@@ -178,17 +178,23 @@ def plan(graph: Graph) -> tuple[set[int], dict[int, set[int]], list[Decision]]:
     return roots, member_of, log
 
 
+def reduces_rows(n: Node) -> bool:
+    """Is n a sum or max with keepdims over trailing axes of its operand, some but not all
+    (a row's max or sum, as softmax and layer norm take them)?"""
+    if n.op not in REDUCE or not n.attrs["keepdims"]:
+        return False
+    axes, nd = sorted(n.attrs["axes"]), len(n.inputs[0].shape)
+    return bool(axes) and len(axes) < nd and axes == list(range(nd - len(axes), nd))
+
+
 def _row_reduction(n: Node, us, ks: set[int], by_id, users, kernels) -> bool:
     """F6: is reduction n read only by broadcasting it back over the rows it reduced, inside
     one kernel whose root iterates over n's operand shape, through elementwise ops only? Then
     its index in that kernel uses only the outer (row) loop variables."""
-    if n.op not in REDUCE or len(ks) != 1 or not n.attrs["keepdims"]:
+    if len(ks) != 1 or not reduces_rows(n):
         return False
     x = n.inputs[0]
     axes = sorted(n.attrs["axes"])
-    if not axes or len(axes) == len(x.shape) or axes != list(range(len(x.shape) - len(axes),
-                                                                     len(x.shape))):
-        return False
     root = by_id[next(iter(ks))]
     if root.shape != x.shape:
         return False

@@ -12,12 +12,13 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import graphc as gc
 from graphc.backends.numpy import NumpyBackend
 from graphc.interpret import interpret
 from graphc.ops import ELEMENTWISE, Op
-from graphc.passes.fusion import CONTRACTIONS, VIEWS, fuse, kernels, plan
+from graphc.passes.fusion import CONTRACTIONS, VIEWS, fuse, kernels, plan, reduces_rows
 from graphc.report import diff
 from graphc.verify import verify
 
@@ -48,13 +49,20 @@ def contractions(graph) -> Counter:
 def row_reductions(body) -> list:
     """F6's row reductions in a kernel body: keepdims sums/maxes over trailing axes (not all)
     of an operand shaped like the kernel's result."""
-    root, out = body.outputs[0], []
-    for n in body.nodes:
-        if n.op in (Op.SUM, Op.MAX) and n.attrs["keepdims"] and n.inputs[0].shape == root.shape:
-            axes, nd = sorted(n.attrs["axes"]), len(root.shape)
-            if axes and len(axes) < nd and axes == list(range(nd - len(axes), nd)):
-                out.append(n)
-    return out
+    root = body.outputs[0]
+    return [n for n in body.nodes if reduces_rows(n) and n.inputs[0].shape == root.shape]
+
+
+@pytest.mark.parametrize("shape, axes, keep, want", [
+    ((4, 5), (1,), True, True), ((2, 3, 4), (1, 2), True, True), ((2, 3, 4), (2,), True, True),
+    ((4, 5), (0,), True, False), ((4, 5), (0, 1), True, False), ((4, 5), (1,), False, False),
+    ((2, 3, 4), (0, 2), True, False)])
+def test_reduces_rows_means_trailing_axes_some_not_all_keepdims(shape, axes, keep, want):
+    x = np.ones(shape, np.float32)
+    for red in (gc.sum, gc.max):
+        g = gc.trace(lambda x: red(x, axis=axes, keepdims=keep), x)
+        (n,) = [n for n in g.nodes if n.op in (Op.SUM, Op.MAX)]
+        assert reduces_rows(n) is want
 
 
 def body_contractions(fused) -> Counter:
