@@ -105,15 +105,18 @@ def optimized_ir(module_text: str, opt: int = 3, unroll: bool | None = None) -> 
 
 
 class LLVMBackend:
-    """Options: `fast_math` (let LLVM reassociate float math: faster reductions, results
-    differ in the last bits), `threads` (default os.cpu_count()), `opt` (0-3), `gemm`
-    (float32 matmul kernels big enough run on the packed GEMM of backends/llvm_gemm.py,
-    their elementwise epilogue after it; False keeps the loop kernels), `unroll` (LLVM's
-    loop unrolling, off by default: on W1/W2/W3 of benchmarks/workloads.py it compiled 2-5x
-    faster and ran as fast (the vectoriser still interleaves); the GEMM module keeps it),
-    `partition` (split loops where a concat/pad bounds check changes, so each piece computes
-    only its own part: `graphc.kernel_sched.partition`; W3's LSTM step took 21 instead of 37 ms
-    of CPU time on one thread)."""
+    """Options: `fast_math` (let LLVM reassociate float math: faster reductions, results differ
+    in the last bits), `threads` (default os.cpu_count(): how many chunks a kernel or GEMM
+    is split into; 1 keeps everything on the calling thread, more runs chunks on the native
+    pool, whose workers, one per CPU, also share any job of more tasks, such as packing a
+    shared B), `opt` (0-3), `gemm` (float32 matmul kernels big enough run on the packed GEMM
+    of backends/llvm_gemm.py, their elementwise epilogue after it; False keeps the loop
+    kernels), `unroll` (LLVM's loop unrolling, off by default: on W1/W2/W3 of
+    benchmarks/workloads.py it compiled 2-5x faster and ran as fast (the vectoriser still
+    interleaves); the GEMM module keeps it), `partition` (split loops where a concat/pad
+    bounds check changes, so each piece computes only its own part:
+    `graphc.kernel_sched.partition`; W3's LSTM step took 21 instead of 37 ms of CPU time on
+    one thread)."""
     name = "llvm"
 
     def __init__(self, fast_math: bool = False, threads: int | None = None, opt: int = 3,

@@ -267,11 +267,15 @@ def _pack_tasks(b, rsb, csb, N, K_, out, t, parts) -> list:
     return tasks
 
 
+def _nchunks(work: int, threads: int) -> int:
+    """Chunks for `work` multiply-adds: about CHUNK_WORK each, at least one per thread and at
+    most MAX_CHUNKS per thread (1 on one thread)."""
+    return 1 if threads == 1 else max(threads, min(MAX_CHUNKS * threads, work // CHUNK_WORK))
+
+
 def _chunk_rows(M: int, work: int, threads: int) -> int:
-    """Rows per chunk (a multiple of MR): about CHUNK_WORK multiply-adds each, at least one
-    chunk per thread and at most MAX_CHUNKS per thread."""
-    n = max(threads, min(MAX_CHUNKS * threads, work // CHUNK_WORK))
-    return -(-M // (n * MR)) * MR
+    """Rows per chunk (a multiple of MR), for `_nchunks` chunks."""
+    return -(-M // (_nchunks(work, threads) * MR)) * MR
 
 
 def _shared_b(a, b, c, M, N, K_, st, threads):
@@ -287,7 +291,9 @@ def _shared_b(a, b, c, M, N, K_, st, threads):
 
 
 def run(spec: GemmSpec, ptrs: list[int], threads: int):
-    """C = A @ B for every batch, in row chunks over threads (backends/llvm_pool.py)."""
+    """C = A @ B for every batch: as dot products (llvm_gemm_dot) for skinny products, in
+    column chunks for few rows, transposed for few columns, else in row chunks with B packed
+    once or per task; chunks run on the native pool (backends/llvm_pool.py)."""
     M, N, K_ = spec.M, spec.N, spec.K
     ga = spec.ga(ptrs) if spec.ga else None  # (kept alive until the products are done)
     gb = spec.gb(ptrs) if spec.gb else None
@@ -326,8 +332,7 @@ def _per_thread(spec: GemmSpec, a, b, c, st, threads: int):
     there are enough), or one product whose B is too big (or too small) to share (row
     chunks)."""
     M, N, K_, nb = spec.M, spec.N, spec.K, len(spec.a_off)
-    n = 1 if threads == 1 else max(threads, min(MAX_CHUNKS * threads,
-                                                nb * M * N * K_ // CHUNK_WORK))
+    n = _nchunks(nb * M * N * K_, threads)
     if nb > 1 and nb >= n:  # whole products, n runs of consecutive ones, one call each
         bounds = [nb * i // n for i in range(n + 1)]
         fn, offs = address("gc_sgemm_batch"), spec.offs.ctypes.data
@@ -380,7 +385,7 @@ def _columns(a, b, c, M, N, K_, st, threads: int, mode: int, ldc: int):
     mode | C_T: C stored transposed (C^T's row stride ldc)."""
     if threads == 1:  # (the common case for an LSTM's per-step products: no closures)
         return sgemm_fn()(a, b, c, M, N, K_, 0, M, *_bufs(K_, NR), *st, mode, ldc)
-    n = max(threads, min(MAX_CHUNKS * threads, M * N * K_ // CHUNK_WORK))
+    n = _nchunks(M * N * K_, threads)
     cols, fn = -(-N // (n * NR)) * NR, address("gc_sgemm")
     col = ldc if mode & C_T else 1  # (C's element stride along the columns)
     spread([[(fn, (a, b + 4 * n0 * st[3], c + 4 * n0 * col, M, min(N, n0 + cols) - n0, K_, 0,

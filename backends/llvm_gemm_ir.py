@@ -266,7 +266,7 @@ def kept(name: str, n: int) -> np.ndarray:
 def sgemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, m0: int, m1: int, bufs=None,
           mode: int = 0):
     """c[m0:m1] = a[m0:m1] @ b for 2-D float32 arrays, a and b with any element strides, c
-    C-contiguous (a testing entry point); mode 2 reads B in place (its columns contiguous),
+    C-contiguous (a testing entry point); mode 2 reads B in place (its rows contiguous),
     mode 3 packs B sliver by sliver; mode | C_T: c (N x M) gets (a @ b).T."""
     M, K = a.shape
     N = b.shape[1]

@@ -345,9 +345,11 @@ def table(tasks) -> array.array:
 
 
 def spread(phases, threads: int, sizes=()) -> None:
-    """Run `phases` (lists of tasks; a phase starts when the one before has finished) on
-    up to `threads` threads: the calling one and the shared pool's workers. `sizes`: the
-    float32 each thread's Slot buffers must hold."""
+    """Run `phases` (lists of tasks; a phase starts when the one before has finished) on the
+    calling thread alone (threads 1) or on it and every worker of the shared pool (one per
+    CPU the process may use): callers bound their threads by making that many tasks, which
+    a job of more tasks (the shared B's packing) does not. `sizes`: the float32 each
+    thread's Slot buffers must hold."""
     pool = shared() if threads > 1 else _solo()
     if not pool.lock.acquire(blocking=False):
         pool = _solo()

@@ -8,10 +8,6 @@ from dataclasses import replace
 from graphc import kernel as K
 
 
-walk = K.walk            # `v` and every value inside it
-index_vars = K.index_vars  # the loop variables an index reads
-stride = K.stride          # the coefficient of a loop variable in an affine index
-
 
 def subst_index(e, env: dict):
     """Index `e` with loop variables replaced (env: name -> index expression), folded."""
@@ -51,17 +47,17 @@ def subst(v, env: dict, lets: dict | None = None):
 def value_vars(v) -> set | None:
     """The loop variables a value reads; None when it reads an accumulator, a Let or `out`."""
     out = set()
-    for x in walk(v):
+    for x in K.walk(v):
         if isinstance(x, (K.AccRef, K.Ref)) or (isinstance(x, K.Load) and x.buffer.role == "out"):
             return None
         if isinstance(x, (K.Load, K.RandE)):
-            out |= index_vars(x.index)
+            out |= K.index_vars(x.index)
         if isinstance(x, K.InBounds):
             for e, _, _ in x.checks:
-                out |= index_vars(e)
+                out |= K.index_vars(e)
     return out
 
 
 def unit_stride(v, var: str) -> bool:
     """Whether `v` is one load whose index moves by 1 when `var` does (contiguous in var)."""
-    return isinstance(v, K.Load) and stride(v.index, var) == 1
+    return isinstance(v, K.Load) and K.stride(v.index, var) == 1

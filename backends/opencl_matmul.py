@@ -131,7 +131,7 @@ def match(k: K.Kernel) -> Matmul | None:
 
 def _reads_out(stmts) -> bool:
     for s in stmts:
-        for v in IR.walk(s.value):
+        for v in K.walk(s.value):
             if isinstance(v, K.Load) and v.buffer.role == "out":
                 return True
     return False

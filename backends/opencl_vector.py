@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 
 from graphc import kernel as K
-from graphc.backends.opencl_ir import index_vars, stride, subst_index
+from graphc.backends.opencl_ir import subst_index
 from graphc.backends.opencl_render import _strip, _unflatten
 
 UNARY = {"neg", "exp", "log", "sqrt", "sin", "cos", "tanh", "abs", "reciprocal"}
@@ -47,7 +47,7 @@ def plan(r, k: K.Kernel, vw: int):
     out = [b for b in k.buffers if b.role == "out"][0]
     if not out.dtype.is_float or len(body) < 1 or not isinstance(body[-1], K.Store):
         return None
-    if not all(isinstance(s, K.Let) for s in body[:-1]) or stride(body[-1].index, last) != 1:
+    if not all(isinstance(s, K.Let) for s in body[:-1]) or K.stride(body[-1].index, last) != 1:
         return None
     if not all(_ok(s.value, out.dtype) for s in body):
         return None
@@ -86,7 +86,7 @@ def render(r, k: K.Kernel, loops, body, vw: int, lines: list[str]) -> str:
 
     def value(v) -> tuple[str, bool]:
         if isinstance(v, K.Load):
-            if last not in index_vars(v.index):   # the same element for every lane
+            if last not in K.index_vars(v.index):   # the same element for every lane
                 return r.value(v), False
             lanes = [r.value(K.Load(v.buffer, subst_index(v.index, {
                 last: K.add(K.Var(last), K.Const(c))}))) for c in range(vw)]

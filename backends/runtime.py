@@ -1,6 +1,7 @@
 """What every kernel backend's runtime does the same way, whatever runs the kernels:
 
-    kernel_nodes(graph)   the scheduled graph's fused nodes, in run order, with their kernels
+    kernel_nodes(graph, row_order)  the scheduled graph's fused nodes, in run order, with
+                          their kernels (row_order: see graphc.lower.lower_kernel)
     arena_offset(node)    where the memory plan put a kernel's result (-1: its own buffer)
     arena_bytes(nodes)    the size of the intermediate arena the plan asks for
     host_outputs(...)     the graph's outputs as fresh numpy arrays (inputs and constants

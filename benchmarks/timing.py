@@ -121,7 +121,7 @@ def copier(nbytes: int) -> Callable:
     dst = np.empty_like(src)
     cuts = np.linspace(0, len(src), (os.cpu_count() or 1) + 1).astype(int)
     parts = [(dst[a:b], src[a:b]) for a, b in zip(cuts[:-1], cuts[1:])]
-    pool = ThreadPoolExecutor(len(parts))
+    pool = ThreadPoolExecutor(len(parts))  # (its idle threads end with the process)
 
     def copy(*_):
         for f in [pool.submit(np.copyto, d, s) for d, s in parts]:
@@ -132,7 +132,8 @@ def copier(nbytes: int) -> Callable:
 def time_workload(problem, impls, budget_s, max_reps, meter: CpuMeter,
                   warmup: bool = True) -> tuple[list[Row], str]:
     """Rows for numpy by hand and each of `impls` (names of others.IMPLS), in that order,
-    and the noise note for the whole workload ("" when quiet)."""
+    then COPY for a problem with copy_bytes, and the noise note for the whole workload (""
+    when quiet)."""
     args = problem.args
     want = problem.by_hand(*args)
     fns, notes = {BASE: problem.by_hand}, {}
@@ -146,7 +147,7 @@ def time_workload(problem, impls, budget_s, max_reps, meter: CpuMeter,
         check(f(*args), want, f"{problem.name}: {label} disagrees with numpy by hand",
               loose=impl in others.FRAMEWORKS)
         fns[label] = f
-    if getattr(problem, "copy_bytes", None):  # memory bandwidth, measured interleaved
+    if problem.copy_bytes:  # memory bandwidth, measured interleaved
         fns[COPY] = copier(problem.copy_bytes)
     first = dict.fromkeys(fns, 0.0)
     if warmup:  # first-use costs (allocation, TinyJit's capture) stay out of the medians
@@ -186,9 +187,11 @@ def time_workload(problem, impls, budget_s, max_reps, meter: CpuMeter,
         ts = times[label]
         runs = f"{len(ts)} run{'s' if len(ts) > 1 else ''}"
         noisy = noise_note(others_s[label], spent[label])
-        if label == COPY:
+        flops = problem.flops
+        if label == COPY:  # a copy's speed is bytes a second, not the workload's flops
             runs += f"; {problem.copy_bytes / statistics.median(ts) / 1e9:.1f} GB/s"
-        rows.append(Row(problem.name, label, statistics.median(ts), problem.flops,
+            flops = None
+        rows.append(Row(problem.name, label, statistics.median(ts), flops,
                         f"{runs}; {noisy}" if noisy else runs))
     return rows, note
 

@@ -103,4 +103,3 @@ def redirect(k: K.Kernel, old: str, new: str) -> K.Kernel:
                      replace(s, value=value(s.value)) if hasattr(s, "value") else s
                      for s in body)
     return _kernel(k, stmts(k.body))
-

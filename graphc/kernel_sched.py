@@ -67,7 +67,6 @@ def simplify_index(e: K.Index, ext: dict[str, int]) -> K.Index:
     return type(e)(a, b)
 
 
-free_vars = K.index_vars  # (the name the schedule steps and kernel_layout use)
 
 
 def eval_range(e: K.Index, var: str, n: int) -> np.ndarray:
@@ -265,7 +264,7 @@ def _decisions(body, var: str, acc: list):
     """Index expressions in body over `var` alone whose answer can change along the loop:
     bounds checks (e, lo, hi) and min/max clamps."""
     def idx(e):
-        if isinstance(e, (K.Min, K.Max)) and free_vars(e) == {var}:
+        if isinstance(e, (K.Min, K.Max)) and K.index_vars(e) == {var}:
             acc.append(e)
         if not isinstance(e, (K.Var, K.Const)):
             idx(e.a)
@@ -276,7 +275,7 @@ def _decisions(body, var: str, acc: list):
             idx(v.index)
         if isinstance(v, K.InBounds):
             for e, lo, hi in v.checks:
-                if free_vars(e) == {var}:
+                if K.index_vars(e) == {var}:
                     acc.append((e, lo, hi))
                 idx(e)
         for sub in K.operands(v):
@@ -351,4 +350,3 @@ def partition(k: K.Kernel, max_pieces: int = 8, max_extent: int = 1 << 16) -> K.
                 out.append(replace(s, extent=b - a, body=walk(piece, {**ext, s.var: b - a})))
         return tuple(out)
     return _kernel(k, walk(k.body, {}))
-

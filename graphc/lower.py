@@ -40,7 +40,7 @@ from graphc.errors import NoRuleError
 from graphc.ir import Graph, Node, apply, at_loc, input_node
 from graphc import kernel as K
 from graphc.ops import BINARY, ELEMENTWISE, Op, UNARY
-from graphc.passes.fusion import INLINE_CONST_ELEMENTS, kernel_kind, reduces_rows
+from graphc.passes.fusion import INLINE_CONST_ELEMENTS, kernel_kind, row_reductions
 from graphc.lower_matmul import RowMatmul, _init
 from graphc.printer import format_node, node_names
 
@@ -73,7 +73,7 @@ class _Lowerer(RowMatmul):
         self.root_vars: list | None = None   # the root loop nest's variables
         self.stash_ok = stash_ok             # may the output buffer hold a row's operand?
         self.stashed: int | None = None      # id of the body node kept in the output
-        self.product: tuple | None = None    # (id of the matmul, output) in its epilogue
+        self.product: tuple | None = None    # (id of the contraction, output) in its epilogue
 
     def fresh(self, prefix: str) -> str:
         n = self.counts.get(prefix, 0)
@@ -141,8 +141,8 @@ class _Lowerer(RowMatmul):
                 return sc.memo[key]
         if id(n) == self.stashed and list(idx) == self.root_vars:  # see `stashes`
             return K.Load(self.out, self.flat(idx, n.shape))
-        if self.product and id(n) == self.product[0]:  # row_matmul's epilogue: the product
-            return K.Load(self.product[1], self.flat(idx, n.shape))  # is in the output
+        if self.product and id(n) == self.product[0]:  # a row-order epilogue (lower_matmul):
+            return K.Load(self.product[1], self.flat(idx, n.shape))  # the result is in the output
         if n.op in (Op.SUM, Op.MAX):
             # a reduction whose index uses only outer loop variables (a row's max or sum,
             # broadcast back over the row) is computed once, in the scope of the innermost
@@ -276,12 +276,6 @@ class _Lowerer(RowMatmul):
             self.emit(s)
         return K.AccRef(acc, n.dtype)
 
-    def row_reductions(self, root: Node) -> list[Node]:
-        """The body's reductions over trailing axes (keepdims) of an operand shaped like the
-        root: the row reductions fusion rule F6 put here, computed once per row."""
-        return [n for n in self.body.nodes
-                if reduces_rows(n) and n.inputs[0].shape == root.shape]
-
     def stashes(self, n: Node, src) -> bool:
         """Should row reduction n keep its operand, computed at `src`, in the output buffer?
         When the operand is a computed value shaped like the output that the root reads
@@ -326,7 +320,7 @@ class _Lowerer(RowMatmul):
             # size-1 axes index 0, as `bcast` reads them: the hoisted reductions and the
             # stash are then found under the same memo keys as the root's own reads
             self.root_vars = self.bcast(vars_, root.shape)
-            for n in self.row_reductions(root):  # hoisted first: see `reduce` (stash)
+            for n in row_reductions(self.body):  # hoisted first: see `reduce` (stash)
                 self.value(n, self.bcast(self.root_vars, n.shape))
             self.emit(K.Store(out, self.flat(vars_, root.shape), self.value(root, vars_)))
         def by_product(vars_):  # loops over the product's shape, the root at that position
@@ -334,7 +328,7 @@ class _Lowerer(RowMatmul):
             self.emit(K.Store(out, at, self.value(root, self.unravel(at, root.shape))))
         self.out = out
         self.scopes.append(Scope(None))  # the kernel's top level (a scalar root stores here)
-        mm = self.reshaped_product() if kind.startswith("matmul") else None
+        mm = self.reshaped_product() if kind == "matmul" else None
         if (kind in ("elementwise", "movement") and root.op is Op.CONCAT
                 and len(root.shape) >= 2 and root.attrs["axis"] != 0):
             par = self.parallel_axis(root)

@@ -119,8 +119,6 @@ class RowMatmul:
             if root is not mm:
                 def epilogue(v):
                     idx = batch + [row(v[0]), col(v[1])]
-                    key = (id(mm), tuple(self.bcast(idx, mm.shape)))
-                    self.scopes[-1].memo[key] = K.Load(out, at(v[0], col(v[1])))
                     if root.shape != mm.shape:  # the root's index of the same position
                         idx = self.unravel(at(v[0], col(v[1])), root.shape)
                     self.emit(K.Store(out, at(v[0], col(v[1])), self.value(root, idx)))

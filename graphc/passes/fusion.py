@@ -187,6 +187,13 @@ def reduces_rows(n: Node) -> bool:
     return bool(axes) and len(axes) < nd and axes == list(range(nd - len(axes), nd))
 
 
+def row_reductions(body: Graph) -> list[Node]:
+    """The row reductions F6 put in a kernel body: those over an operand shaped like the
+    kernel's result (the lowering computes them once per row)."""
+    root = body.outputs[0]
+    return [n for n in body.nodes if reduces_rows(n) and n.inputs[0].shape == root.shape]
+
+
 def _row_reduction(n: Node, us, ks: set[int], by_id, users, kernels) -> bool:
     """F6: is reduction n read only by broadcasting it back over the rows it reduced, inside
     one kernel whose root iterates over n's operand shape, through elementwise ops only? Then

@@ -42,8 +42,9 @@ def test_the_caller_takes_tasks_in_order():
 
 
 def test_slot_is_the_running_threads_buffer():
-    """Two tasks that can only finish together (so each runs on its own thread) copy the
-    first float of their SLOT_A: they must see the two threads' different buffers."""
+    """Two tasks that can only finish together (so each runs on its own thread: the caller
+    or any of the workers) copy the first float of their SLOT_A: they must see two different
+    threads' buffers."""
     pool = P.shared()
     if pool.threads < 2:
         pytest.skip("no futex on this platform: the pool runs tasks on the caller")
@@ -57,7 +58,8 @@ def test_slot_is_the_running_threads_buffer():
         P.spread([[(copy, (a, b, out.ctypes.data, P.SLOT_A)),
                    (copy, (b, a, out.ctypes.data + 4, P.SLOT_A))]], 2, (16, 16))
         assert flags.tolist() == [2, 2]
-        assert sorted(out.tolist()) == [100.0, 101.0]
+        assert len(set(out.tolist())) == 2
+        assert set(out.tolist()) <= {100.0 + t for t in range(pool.threads)}
 
 
 def _handshake():

@@ -14,6 +14,7 @@ import pytest
 
 import graphc as gc
 from compare_helpers import mlp_steps_match_numpy
+from graphc import kernel as K
 from graphc.cli import load_module
 from graphc.interpret import interpret
 from graphc.pipeline import run_pipeline
@@ -203,7 +204,7 @@ def test_match_names_the_operands():
     assert str(parts.a) == f"in0[{parts.red.var} + {parts.rows.var}*5]"
     assert str(parts.b) == f"in0[{parts.red.var} + {parts.cols.var}*5]"
     assert IR.unit_stride(parts.a, parts.red.var) and not IR.unit_stride(parts.a, parts.rows.var)
-    assert IR.stride(parts.a.index, parts.rows.var) == 5
+    assert K.stride(parts.a.index, parts.rows.var) == 5
 
 
 # ---- vector elementwise kernels -----------------------------------------------------------------

@@ -18,7 +18,8 @@ import graphc as gc
 from graphc.backends.numpy import NumpyBackend
 from graphc.interpret import interpret
 from graphc.ops import ELEMENTWISE, Op
-from graphc.passes.fusion import CONTRACTIONS, VIEWS, fuse, kernels, plan, reduces_rows
+from graphc.passes.fusion import (CONTRACTIONS, VIEWS, fuse, kernels, plan, reduces_rows,
+                                   row_reductions)
 from graphc.report import diff
 from graphc.verify import verify
 
@@ -44,13 +45,6 @@ def flat_args(args):
 
 def contractions(graph) -> Counter:
     return Counter(n.op for n in graph.nodes if n.op in CONTRACTIONS)
-
-
-def row_reductions(body) -> list:
-    """F6's row reductions in a kernel body: keepdims sums/maxes over trailing axes (not all)
-    of an operand shaped like the kernel's result."""
-    root = body.outputs[0]
-    return [n for n in body.nodes if reduces_rows(n) and n.inputs[0].shape == root.shape]
 
 
 @pytest.mark.parametrize("shape, axes, keep, want", [

@@ -175,10 +175,10 @@ def test_redirect_reads_the_output_buffer():
     assert "in0[" not in body and body.count("out[") == 2, body
 
 
-def test_in_place_kernels_vectorise_on_llvm():
+def test_in_place_kernels_get_noalias_pointers_on_llvm():
     # u = t * 2 over a dying temporary t is written in place (M3); the LLVM backend reads t
     # through the output's name, so the kernel gets noalias pointers and vectorises
-    L = pytest.importorskip("graphc.backends.llvm")
+    pytest.importorskip("graphc.backends.llvm")
     from graphc.backends.llvm_runtime import _separate
 
     def f(x, y, w):  # as test_schedule's chain over a temporary

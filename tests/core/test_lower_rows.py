@@ -85,7 +85,7 @@ def test_matmul_epilogue_through_a_reshape_keeps_the_row_form():
     f = lambda w, a, b: w - 0.1 * gc.reshape(a @ b, w.shape)  # noqa: E731
     (k,) = check(f, w, a, b)
     assert k.kind == "matmul"
-    L = pytest.importorskip("graphc.backends.llvm")
+    pytest.importorskip("graphc.backends.llvm")
     from graphc.backends import llvm_gemm
     assert llvm_gemm._split(k) not in (None, False)   # zero-init, k loop, then the epilogue
     # big enough for the packed GEMM: LeNet's second conv (16 x 6*5*5 weights)
@@ -133,7 +133,7 @@ def test_leading_axis_max_propagates_nan():
     (k,) = check(lambda x: gc.max(x, axis=0), x)
     got = K.evaluate(k, x)
     assert np.isnan(got[2]) and not np.isnan(np.delete(got, 2)).any()
-    L = pytest.importorskip("graphc.backends.llvm")
+    pytest.importorskip("graphc.backends.llvm")
     out = gc.compile(lambda x: gc.max(x, axis=0), backend="llvm")(x)
     np.testing.assert_array_equal(out, np.max(x, axis=0))
 
