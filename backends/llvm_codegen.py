@@ -16,7 +16,8 @@ from graphc.types import DType
 
 register_internal_dir(__file__)
 from graphc.backends.llvm_math import F32 as F32_MATH  # noqa: E402
-from graphc.backends.llvm_loops import register_row, row_loop_id  # noqa: E402
+from graphc.backends.llvm_loops import (interleave_loop_id, interleaved, register_row,  # noqa: E402
+                                        row_loop_id)
 
 
 # ---- types and the op tables ------------------------------------------------------------------------
@@ -204,6 +205,8 @@ class _Codegen:
                 latch = b.branch(cond)
                 if register_row(s):  # a row accumulated over the enclosing loop (llvm_loops.py)
                     latch.set_metadata("llvm.loop", row_loop_id(self.module))
+                elif interleaved(s):
+                    latch.set_metadata("llvm.loop", interleave_loop_id(self.module))
                 b.position_at_end(done)
             elif isinstance(s, K.Store):
                 v = self.value(s.value)

@@ -257,6 +257,21 @@ def test_one_row_matmul_keeps_its_output_row_in_registers():
     assert re.search(r"phi <\d+ x float>", llvm_backend.optimized_ir(prog.module_text))
 
 
+def test_exp_and_tanh_loops_compute_two_vectors_an_iteration():
+    # llvm.loop.interleave.count 2 (backends/llvm_loops.py): the vector loop stores two
+    # <8 x float> vectors an iteration; a loop without exp or tanh keeps the cost model's choice
+    import re
+    x = np.random.default_rng(6).standard_normal(1000).astype(np.float32)
+    for f, metadata in ((lambda x: gc.tanh(x * 0.5 + 1.0) * gc.exp(-(x * x)), True),
+                        (lambda x: gc.log(gc.abs(x) + 1.0), False)):
+        fc = gc.compile(f, backend=BE)
+        np.testing.assert_allclose(fc(x), interpret(gc.trace(f, x), x)[0], rtol=1e-5, atol=1e-6)
+        assert ("llvm.loop.interleave.count" in fc.source) == metadata
+        opt = llvm_backend.optimized_ir(fc.lower(x).program.module_text)
+        stores = len(re.findall(r"store <8 x float>", opt))
+        assert stores == (2 if metadata else 1), stores
+
+
 @pytest.mark.parametrize("m, k, n, dt", [(1, 784, 512, np.float32), (1, 2048, 600, np.float32),
                                          (3, 37, 130, np.float64), (1, 256, 10, np.float32),
                                          (2, 5, 192, np.float32), (1, 13, 1, np.float64)])
