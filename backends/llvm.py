@@ -74,14 +74,10 @@ def _machine():
                                         opt=3, codemodel="jitdefault")
 
 
-def jit(module_text: str, names: list[str], opt: int = 3):
-    """Parse, verify, optimise (new pass manager) and JIT a module; {name: address}.
-    Cached in memory and on disk (backends/llvm_cache.py)."""
-    return jit_info(module_text, names, opt)[0]
-
-
 def jit_info(module_text: str, names: list[str], opt: int = 3, unroll: bool = True):
-    """({name: address}, llvm_cache.CompileInfo: memory/disk/compiled and phase times)."""
+    """Parse, verify, optimise (new pass manager) and JIT a module: ({name: address},
+    llvm_cache.CompileInfo: memory/disk/compiled and phase times). Cached in memory and on
+    disk (backends/llvm_cache.py)."""
     from graphc.backends import llvm_cache
     return llvm_cache.lookup(module_text, names, opt, _target()[0], _machine, unroll)
 

@@ -171,10 +171,11 @@ class _Codegen:
         return self.b.call(f, list(xs), fastmath=self.fm)
 
     def libm(self, name, x):
-        fname = name + ("f" if isinstance(x.type, self.ir.FloatType) else "")
-        f = self.module.globals.get(fname)
+        """A call of the C library's double function `name` (float32 math has no libm call:
+        backends/llvm_math.py)."""
+        f = self.module.globals.get(name)
         if f is None:
-            f = self.ir.Function(self.module, self.ir.FunctionType(x.type, [x.type]), fname)
+            f = self.ir.Function(self.module, self.ir.FunctionType(x.type, [x.type]), name)
         return self.b.call(f, [x], fastmath=self.fm)
 
     # ---- statements ----

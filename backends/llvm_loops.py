@@ -46,11 +46,6 @@ ROW_BYTES = 256   # a row that fits 8 AVX registers (64 float32, 32 float64): wi
 # multiplicand and a broadcast, still within AVX2's 16 vector registers
 
 
-def _loads(v, buf: K.Buffer) -> bool:
-    """Does value v load from buf (directly: not through a Let's Ref)?"""
-    return any(isinstance(x, K.Load) and x.buffer == buf for x in K.walk(v))
-
-
 def register_row(loop: K.Loop) -> bool:
     """Is `loop` an innermost loop accumulating a float row in memory, out[j] += x (unit
     stride in the loop variable, at most ROW_BYTES, x not reading out: no dependence that
@@ -63,7 +58,7 @@ def register_row(loop: K.Loop) -> bool:
                 and loop.extent * s.buffer.dtype.itemsize <= ROW_BYTES
                 and isinstance(s.value, K.Binary) and s.value.op == "add"
                 and s.value.a == K.Load(s.buffer, s.index)
-                and not _loads(s.value.b, s.buffer)
+                and s.buffer not in K.loads(s.value.b)
                 and K.stride(s.index, loop.var) == 1):
             return True
     return False

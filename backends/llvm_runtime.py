@@ -47,7 +47,7 @@ def _separate(n: Node, kernel: K.Kernel | None = None) -> bool:
     out = _arena_range(n)
     if out is None:
         return True
-    read = None if kernel is None else _reads(kernel)
+    read = None if kernel is None else {b.name for b in K.loads(kernel)}
     return all(r is None or r[1] <= out[0] or out[1] <= r[0]
                or (read is not None and f"in{j}" not in read)
                for j, r in enumerate(map(_arena_range, n.inputs)))
@@ -64,20 +64,6 @@ def in_place(n: Node, kernel: K.Kernel) -> K.Kernel:
         if _arena_range(i) == out and i.type.nbytes == n.type.nbytes:
             kernel = kernel_layout.redirect(kernel, f"in{j}", "out")
     return kernel
-
-
-def _reads(kernel: K.Kernel) -> set[str]:
-    """Names of the buffers a kernel loads from."""
-    names: set[str] = set()
-
-    def stmts(body):
-        for s in body:
-            if isinstance(s, K.Loop):
-                stmts(s.body)
-            elif hasattr(s, "value"):
-                names.update(x.buffer.name for x in K.walk(s.value) if isinstance(x, K.Load))
-    stmts(kernel.body)
-    return names
 
 
 def _data_field() -> int | None:

@@ -124,17 +124,10 @@ def match(k: K.Kernel) -> Matmul | None:
         a, b = y, x   # the product commutes
     else:
         return None
-    if a.dtype is not acc.dtype or b.dtype is not acc.dtype or _reads_out(epilogue):
+    if a.dtype is not acc.dtype or b.dtype is not acc.dtype or any(
+            buf.role == "out" for buf in K.loads(epilogue)):
         return None
     return Matmul(tuple(loops[:-2]), loops[-2], loops[-1], red, acc, a, b, tuple(epilogue))
-
-
-def _reads_out(stmts) -> bool:
-    for s in stmts:
-        for v in K.walk(s.value):
-            if isinstance(v, K.Load) and v.buffer.role == "out":
-                return True
-    return False
 
 
 # ---- choosing the tiles --------------------------------------------------------------------------

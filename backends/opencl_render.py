@@ -177,7 +177,8 @@ inline uint gc_rand_bits(long key, long i) {  /* graphc.ops.rand_bits, bit for b
         if len(par) != 1 or any(isinstance(s, (K.Store, K.Loop, K.Accumulate)) for s in rest):
             return [], list(k.body)   # one work-item runs everything
         loops, body = [par[0]], list(par[0].body)
-        if not _reads_output(k):      # iterations of a perfect nest store distinct elements
+        # iterations of a perfect nest store distinct elements
+        if not any(buf.role == "out" for buf in K.loads(k)):
             while len(body) == 1 and isinstance(body[0], K.Loop):
                 loops.append(body[0])
                 body = list(body[0].body)
@@ -409,22 +410,6 @@ def _strip(s: str) -> str:
                 return s
         return s[1:-1]
     return s
-
-
-def _reads_output(k: K.Kernel) -> bool:
-    def v_reads(v) -> bool:
-        if isinstance(v, K.Load):
-            return v.buffer.role == "out"
-        return any(map(v_reads, K.operands(v)))
-
-    def s_reads(body) -> bool:
-        for s in body:
-            if isinstance(s, K.Loop) and s_reads(s.body):
-                return True
-            if isinstance(s, (K.Store, K.Accumulate, K.Let)) and v_reads(s.value):
-                return True
-        return False
-    return s_reads(k.body)
 
 
 # the work-group reduction, tiled matmul and vector renderers use the helpers above (imported

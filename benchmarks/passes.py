@@ -10,8 +10,9 @@ Problems (float32, forward + backward + SGD in one compiled step):
   cnn  conv 1->8 3x3 pad 1, ReLU, conv 8->16 3x3 stride 2 pad 1, ReLU, linear -> 10,
        softmax cross-entropy, batch 32 of 1x16x16 (only if graphc.nn.functional.conv2d exists)
 
-Implementations are timed interleaved (one call of each per round, the order rotating each
-round) so drift in machine speed hits them alike; the table gives medians. Each graphc
+Implementations are timed interleaved (one call of each per round, in an order shuffled each
+round, as benchmarks/timing.py does: a fixed rotation biased A/B runs) so drift in machine
+speed hits them alike; the table gives medians. Each graphc
 implementation is checked against the hand-written one before timing. The columns ops,
 kernels and peak memory are the optimized stage's (graphc.report.stage_stats; with the memory
 plan, peak = arena + outputs).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import random
 import statistics
 import time
 from dataclasses import dataclass
@@ -74,14 +76,20 @@ def _data(rng, shape, classes):
 
 
 # ---- MLP -------------------------------------------------------------------------------------
-def mlp_loss(params, x, onehot):
-    h = x
+def mlp_forward(params, x, act):
+    """The MLP of W1 and W5 in any array library: x @ W1 + b1, act, ..., the last layer
+    linear (params W1, b1, W2, ...; `act` the library's ReLU)."""
     n = len(params) // 2
+    h = x
     for i in range(1, n + 1):
         h = h @ params[f"W{i}"] + params[f"b{i}"]
         if i < n:
-            h = relu(h)
-    return softmax_ce(h, onehot)
+            h = act(h)
+    return h
+
+
+def mlp_loss(params, x, onehot):
+    return softmax_ce(mlp_forward(params, x, relu), onehot)
 
 
 def mlp_step(params, x, onehot):
@@ -248,11 +256,10 @@ def time_problem(name: str, step: Callable, by_hand: Callable, args, reps: int,
     times: dict[str, list[float]] = {label: [] for label, _ in impls}
     for label, f in impls:  # warm up
         f(*args)
-    r = 0
+    r, order = 0, random.Random(0)
     t_start = time.perf_counter()
     while r < reps or (time.perf_counter() - t_start < min_time and r < 50 * reps):
-        k = r % len(impls)
-        for label, f in impls[k:] + impls[:k]:  # rotate the order each round
+        for label, f in order.sample(impls, len(impls)):  # a new order each round
             t0 = time.perf_counter()
             f(*args)
             times[label].append(time.perf_counter() - t0)

@@ -54,8 +54,8 @@ import numpy as np
 
 import graphc as gc
 from benchmarks import others
-from benchmarks.passes import (_conv_bwd, _conv_fwd, _data, _init, mlp_numpy, mlp_step,
-                               np_softmax_ce, relu, sgd, softmax_ce)
+from benchmarks.passes import (_conv_bwd, _conv_fwd, _data, _init, mlp_forward,
+                               mlp_numpy, mlp_step, np_softmax_ce, relu, sgd, softmax_ce)
 from benchmarks.timing import BASE, CpuMeter, Row, against_copy, format_table, time_workload
 
 IMPLS = (BASE,) + tuple(others.IMPLS.values())  # every row label, in table order
@@ -86,18 +86,6 @@ def mlp_problem(q):
     x, y = _data(rng, (batch, sizes[0]), sizes[-1])
     return Problem(f"W1 mlp train {'-'.join(map(str, sizes))} b{batch}", "mlp", mlp_step,
                    mlp_numpy, (_mlp_params(rng, sizes), x, y))
-
-
-def mlp_forward(params, x, act):
-    """The MLP of W1 and W5 in any array library: x @ W1 + b1, act, ..., the last layer
-    linear (params W1, b1, W2, ...; `act` the library's ReLU)."""
-    n = len(params) // 2
-    h = x
-    for i in range(1, n + 1):
-        h = h @ params[f"W{i}"] + params[f"b{i}"]
-        if i < n:
-            h = act(h)
-    return h
 
 
 def _mlp_fwd(params, x, xp=None):

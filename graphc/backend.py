@@ -18,7 +18,10 @@ class Program(Protocol):
     """A compiled graph: called with the graph's inputs, returns its outputs. A program
     with memory of its own (opencl) also sets `device_memory = True`: it then accepts
     `graphc.device.DeviceArray` inputs where they are, and `program(*arrays,
-    device_outputs=True)` leaves its results there as device arrays."""
+    device_outputs=True)` leaves its results there as device arrays. A program may also
+    have `call_exact(arrays)`, which skips its own argument checks: `gc.compile` calls it
+    only for arguments its signature matcher has already checked to be exactly the
+    program's inputs (type, shape, dtype, C strides; frontends/api.py)."""
     source: str
 
     def __call__(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]: ...

@@ -469,6 +469,22 @@ class Kernel:
         return format_kernel(self)
 
 
+def loads(x) -> set[Buffer]:
+    """The buffers that a value expression, a statement, a statement list or a kernel loads
+    from (loops walked)."""
+    if isinstance(x, Kernel):
+        x = x.body
+    if isinstance(x, (tuple, list)):
+        return set().union(*map(loads, x))
+    if isinstance(x, Loop):
+        return loads(x.body)
+    if isinstance(x, DefAcc):
+        return set()
+    if isinstance(x, (Store, Let, Accumulate)):
+        x = x.value
+    return {v.buffer for v in walk(x) if isinstance(v, Load)}
+
+
 # ---- printing -----------------------------------------------------------------------------------
 def _fmt_lit(v, dtype: DType) -> str:
     return str(Lit(v, dtype))

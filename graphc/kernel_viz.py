@@ -28,12 +28,6 @@ def _short(s: str) -> str:
     return s if len(s) <= MAX_LABEL else s[:MAX_LABEL - 3] + "..."
 
 
-def _loads(v, acc: set) -> set:
-    """Names of the buffers a value expression reads."""
-    acc.update(x.buffer.name for x in K.walk(v) if isinstance(x, K.Load))
-    return acc
-
-
 def _text(s) -> str:
     if isinstance(s, K.Store):
         return f"{s.buffer.name}[{s.index}] = {s.value}"
@@ -92,7 +86,7 @@ def kernels_to_dot(kernels: list[K.Kernel], title: str = "") -> str:
                     edges.append(f"    {prev[0]} -> {sid} [style=invis, weight=10];")
                 prev[0] = sid
                 if isinstance(s, (K.Store, K.Let, K.Accumulate)):
-                    for name in sorted(_loads(s.value, set())):
+                    for name in sorted(b.name for b in K.loads(s)):
                         edges.append(f'    {buf_node[name]} -> {sid} [style=dashed, '
                                       f'color="#3366aa"];')
                 if isinstance(s, K.Store):

@@ -1,7 +1,8 @@
 """Linear and convolution layers of graphc.nn.functional: `linear`, `conv1d/2d/3d` (im2col:
 the kernel-offset windows are strided slices of the padded input, stacked into a
-(C*k, N*L) matrix with the batch among the columns, then one matmul), `conv_transpose1d/2d/3d` (the stride-dilated input convolved with the
-flipped kernel) and `unfold`. `_windows` is shared with the pooling functions."""
+(C*Kn, N*L) matrix with the batch among the columns, then one matmul),
+`conv_transpose1d/2d/3d` (the stride-dilated input convolved with the flipped kernel) and
+`unfold`. `_windows` is shared with the pooling functions."""
 from __future__ import annotations
 
 import itertools
@@ -63,10 +64,10 @@ def _windows(xp: Tensor, kernel, stride, dilation, out, lead: int, flip: bool = 
 def _conv_core(x: Tensor, w: Tensor, b, stride, pads, dilation, groups: int, nd: int,
                flip: bool = False) -> Tensor:
     """Batched convolution (cross-correlation), x (N, C, *S), w (O, C/groups, *K):
-    pad, take the prod(K) kernel-offset windows of the padded input, concatenate them along
-    the channel axis into an im2col matrix and contract it with the weight reshaped to
-    (O, K*Cg) in one matmul: (K*C, N*L) with the batch among the columns when groups == 1,
-    else (N, G, K*Cg, L), a batched matmul."""
+    pad, take the Kn = prod(K) kernel-offset windows of the padded input, stack them into an
+    im2col matrix and contract it with the weight reshaped in one matmul: (O, C*Kn) @
+    (C*Kn, N*L), the batch among the columns, when groups == 1, else (G, Og, Kn*Cg) @
+    (N, G, Kn*Cg, L), a batched matmul."""
     N, C = x.shape[:2]
     O, Cg = w.shape[:2]
     K = w.shape[2:]
@@ -88,15 +89,14 @@ def _conv_core(x: Tensor, w: Tensor, b, stride, pads, dilation, groups: int, nd:
     L = int(np.prod(out))
     Kn = int(np.prod(K))
     if G == 1:
-        # the batch joins the columns: cols (K*C, N*L), so the forward product, the weight
+        # the batch joins the columns: cols (C*Kn, N*L), so the forward product, the weight
         # gradient (K = N*L, no per-sample products summed over the batch) and the input
         # gradient are one large matmul each, not N small ones
         # (rows channel-major, c*Kn + k, as the weight's own layout: its reshape to
         # (O, C*Kn) is a view, and so is its gradient's way back)
         xt = x.transpose((1, 0) + tuple(range(2, x.ndim)))          # (C, N, *spatial)
-        wins = [v.reshape((C, 1, N) + tuple(out))                   # each (C, 1, N, *out)
-                for v in _windows(xt, K, stride, dilation, out, 2, flip)]
-        cols = gnp.concatenate(wins, axis=1) if len(wins) > 1 else wins[0]
+        wins = _windows(xt, K, stride, dilation, out, 2, flip)      # each (C, N, *out)
+        cols = gnp.stack(wins, axis=1)                              # (C, Kn, N, *out)
         wm = w.reshape((O, Cg * Kn))
         y = T.matmul(wm, cols.reshape((Cg * Kn, N * L))).reshape((O, N) + tuple(out))
         y = y.transpose((1, 0) + tuple(range(2, 2 + nd)))

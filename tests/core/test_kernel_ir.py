@@ -128,6 +128,22 @@ def test_index_folding():
     assert K.bounds(K.add(K.mul(i, 4), j), ext) == (0, 11)
 
 
+def test_loads_names_every_buffer_read_at_any_depth():
+    f32 = DType.float32
+    a, b, c, out = (K.Buffer(n, (4,), f32, r) for n, r in
+                    (("a", "in"), ("b", "in"), ("c", "in"), ("out", "out")))
+    i, j = K.Var("i"), K.Var("j")
+    inner = K.Loop("j", 4, (K.Accumulate("s", "sum", K.Binary("mul", K.Load(b, j),
+                                                               K.Unary("exp", K.Load(c, j)))),))
+    body = (K.Loop("i", 4, (K.DefAcc("s", f32, 0.0), K.Let("t", K.Load(a, i)), inner,
+                            K.Store(out, i, K.Binary("add", K.Ref("t", f32),
+                                                     K.AccRef("s", f32))))),)
+    k = K.Kernel("k", (a, b, c, out), body, "reduce")
+    assert K.loads(k) == K.loads(body) == {a, b, c}
+    assert K.loads(inner) == {b, c} and K.loads(inner.body[0].value.b) == {c}
+    assert K.loads(body[0].body[3]) == set() and K.loads(K.Store(out, i, K.Load(out, i))) == {out}
+
+
 def test_verify_rejects_broken_kernels():
     buf_in = K.Buffer("x", (4,), DType.float32, "in")
     out = K.Buffer("out", (4,), DType.float32, "out")
