@@ -20,11 +20,12 @@ code came from and how long each phase took), backends/llvm_runtime.py (calling 
 threads, the arena, argument addresses), backends/llvm_pool.py (native worker threads that
 take kernel and GEMM chunks), backends/llvm_driver.py (runs of kernels called by
 one native function), backends/llvm_loops.py (loop metadata: the one-row matmul's output
-row kept in registers, two vectors an iteration in exp and tanh loops). Before code generation each kernel's loops are
-partitioned where a pad/concat bounds check changes (`graphc.kernel_sched.partition`),
-nests that walk memory contiguously become one loop (`graphc.kernel_layout.collapse`: LLVM
-leaves loops of fewer than 16 iterations scalar), and an in-place kernel reads its dying
-input through its output's name, so its pointers can be `noalias` (`llvm_runtime.in_place`).
+row kept in registers, two vectors an iteration in exp and tanh loops). Before code
+generation each kernel's loops are partitioned where a pad/concat bounds check changes
+(`graphc.kernel_sched.partition`), nests that walk memory contiguously become one loop
+(`graphc.kernel_layout.collapse`: LLVM leaves loops of fewer than 16 iterations scalar),
+and an in-place kernel reads its dying input through its output's name, so its pointers can
+be `noalias` (`llvm_runtime.in_place`).
 """
 from __future__ import annotations
 

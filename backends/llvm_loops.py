@@ -32,7 +32,7 @@ An innermost loop that computes exp or tanh (backends/llvm_math.py: a polynomial
 dependent fmas, and tanh's division) gets `llvm.loop.interleave.count` 2: the vectoriser then
 computes two independent <8 x float> vectors an iteration, which the CPU overlaps, where the
 cost model chose one (it weighs instruction counts, not latency). Measured, old and new
-compiled into one process and timed interleaved (/tmp/s7_il.py, /tmp/s7_ilw.py): in cache
+compiled into one process and timed interleaved: in cache
 (32K floats, one thread) W4's chain 0.90x the time, exp(-x*x) 0.90x, sigmoid 0.86x, tanh
 0.94x; W4's chain on 4M floats 0.91-0.94x; log, where it made no difference, is left alone,
 and W1-W3 stayed within the noise (0.96-1.02x). Interleaving 4 was no better.
@@ -40,6 +40,7 @@ and W1-W3 stayed within the noise (0.96-1.02x). Interleaving 4 was no better.
 from __future__ import annotations
 
 from graphc import kernel as K
+from graphc.types import DType
 
 INTERLEAVE = 2    # vectors an iteration of a loop that computes exp or tanh (see above)
 ROW_BYTES = 256   # a row that fits 8 AVX registers (64 float32, 32 float64): with the
@@ -65,11 +66,12 @@ def register_row(loop: K.Loop) -> bool:
 
 
 def interleaved(loop: K.Loop) -> bool:
-    """Is `loop` an innermost loop computing exp or tanh: the loop that is vectorised with
-    INTERLEAVE independent vectors an iteration?"""
+    """Is `loop` an innermost loop computing a float32 exp or tanh (backends/llvm_math.py's
+    polynomials; float64 calls libm): the loop that is vectorised with INTERLEAVE
+    independent vectors an iteration?"""
     if any(isinstance(s, K.Loop) for s in loop.body):
         return False
-    return any(isinstance(x, K.Unary) and x.op in ("exp", "tanh")
+    return any(isinstance(x, K.Unary) and x.op in ("exp", "tanh") and x.dtype is DType.float32
                for s in loop.body if isinstance(s, (K.Store, K.Let, K.Accumulate))
                for x in K.walk(s.value))
 
@@ -100,4 +102,3 @@ def _loop_id(module, *props):
     loop_id = ir.MDValue(module, [], name=str(len(module.metadata)))
     loop_id.operands = (loop_id, *nodes)
     return loop_id
-

@@ -22,7 +22,7 @@ import glob
 import os
 
 from benchmarks.passes import LR
-from benchmarks.workloads import mlp_forward
+from benchmarks.passes import mlp_forward
 
 DEVICE = "CL"
 

@@ -12,7 +12,7 @@ import os
 import numpy as np
 
 from benchmarks.passes import LR
-from benchmarks.workloads import mlp_forward
+from benchmarks.passes import mlp_forward
 
 
 def _torch():

@@ -21,7 +21,7 @@ class Program(Protocol):
     device_outputs=True)` leaves its results there as device arrays. A program may also
     have `call_exact(arrays)`, which skips its own argument checks: `gc.compile` calls it
     only for arguments its signature matcher has already checked to be exactly the
-    program's inputs (type, shape, dtype, C strides; frontends/api.py)."""
+    program's inputs (type, shape, dtype, C strides; frontends/pytree.py: matcher)."""
     source: str
 
     def __call__(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]: ...

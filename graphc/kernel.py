@@ -478,8 +478,6 @@ def loads(x) -> set[Buffer]:
         return set().union(*map(loads, x))
     if isinstance(x, Loop):
         return loads(x.body)
-    if isinstance(x, DefAcc):
-        return set()
     if isinstance(x, (Store, Let, Accumulate)):
         x = x.value
     return {v.buffer for v in walk(x) if isinstance(v, Load)}

@@ -106,7 +106,7 @@ def _conv_core(x: Tensor, w: Tensor, b, stride, pads, dilation, groups: int, nd:
     x = x.reshape((N, G, Cg) + x.shape[2:])  # (groups > 1 from here on)
     lead = x.ndim - nd
     wins = _windows(x, K, stride, dilation, out, lead, flip)
-    cols = gnp.concatenate(wins, axis=lead - 1) if len(wins) > 1 else wins[0]
+    cols = gnp.concatenate(wins, axis=lead - 1)
     cols = cols.reshape(cols.shape[:lead - 1] + (Kn * Cg, L))
     wm = w.reshape((G, Og, Cg, Kn)).transpose(0, 1, 3, 2).reshape((G, Og, Kn * Cg))
     y = T.matmul(wm, cols).reshape((N, O) + tuple(out))
@@ -245,5 +245,5 @@ def unfold(input, kernel_size, dilation=1, padding=0, stride=1):
     if any(p):
         x = gnp.pad(x, [(0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])])
     wins = _windows(x, K, s, d, out, 2)
-    cols = gnp.stack(wins, axis=2) if len(wins) > 1 else wins[0].reshape((N, C, 1) + tuple(out))
+    cols = gnp.stack(wins, axis=2)                                  # (N, C, Kn, *out)
     return cols.reshape((N, C * K[0] * K[1], out[0] * out[1]))
