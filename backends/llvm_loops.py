@@ -72,8 +72,7 @@ def interleaved(loop: K.Loop) -> bool:
     if any(isinstance(s, K.Loop) for s in loop.body):
         return False
     return any(isinstance(x, K.Unary) and x.op in ("exp", "tanh") and x.dtype is DType.float32
-               for s in loop.body if isinstance(s, (K.Store, K.Let, K.Accumulate))
-               for x in K.walk(s.value))
+               for x in K.values(loop.body))
 
 
 def row_loop_id(module):

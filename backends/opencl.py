@@ -15,6 +15,9 @@ device's limits (`Limits`: work-group size, local memory, SIMD width; `limit_ove
     memory on GPUs (`matmul`; opencl_matmul.py);
   - an elementwise float kernel runs W elements per work-item on vector types (`vectors`;
     opencl_vector.py).
+Kernel launches are dear on PoCL: fusion's rule F4, which materialises a costly op (an
+LSTM's gates) rather than recomputing it in each backward kernel, costs this backend the
+extra kernels (W3 93 -> 110 ms on PoCL here).
 
 Memory: the Program keeps its buffers on the device between calls (the arena laid out by the
 `scheduled` stage's plan, constants, inputs, outputs); it takes `OpenCLArray`s as arguments and

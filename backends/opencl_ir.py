@@ -8,6 +8,10 @@ from dataclasses import replace
 from graphc import kernel as K
 
 
+def reads_output(x) -> bool:
+    """Does a value, statement, body or kernel load the kernel's output buffer?"""
+    return any(buf.role == "out" for buf in K.loads(x))
+
 
 def subst_index(e, env: dict):
     """Index `e` with loop variables replaced (env: name -> index expression), folded."""

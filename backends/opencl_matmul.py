@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 
 from graphc import kernel as K
 from graphc.backends import opencl_ir as IR
-from graphc.backends.opencl_render import _unflatten, reads_output
+from graphc.backends.opencl_render import _unflatten
 from graphc.types import DType
 
 
@@ -124,7 +124,7 @@ def match(k: K.Kernel) -> Matmul | None:
         a, b = y, x   # the product commutes
     else:
         return None
-    if a.dtype is not acc.dtype or b.dtype is not acc.dtype or reads_output(epilogue):
+    if a.dtype is not acc.dtype or b.dtype is not acc.dtype or IR.reads_output(epilogue):
         return None
     return Matmul(tuple(loops[:-2]), loops[-2], loops[-1], red, acc, a, b, tuple(epilogue))
 

@@ -142,6 +142,4 @@ def _nest(lp: K.Loop):
 
 def _acc_refs(v) -> set:
     """The accumulator names a value reads."""
-    if isinstance(v, K.AccRef):
-        return {v.name}
-    return set().union(*map(_acc_refs, K.operands(v)))
+    return {x.name for x in K.walk(v) if isinstance(x, K.AccRef)}

@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass
 
 from graphc import kernel as K
+from graphc.backends import opencl_ir as IR
 from graphc.errors import BackendError, NoRuleError
 from graphc.types import DType
 
@@ -178,7 +179,7 @@ inline uint gc_rand_bits(long key, long i) {  /* graphc.ops.rand_bits, bit for b
             return [], list(k.body)   # one work-item runs everything
         loops, body = [par[0]], list(par[0].body)
         # iterations of a perfect nest store distinct elements
-        if not reads_output(k):
+        if not IR.reads_output(k):
             while len(body) == 1 and isinstance(body[0], K.Loop):
                 loops.append(body[0])
                 body = list(body[0].body)
@@ -382,11 +383,6 @@ inline uint gc_rand_bits(long key, long i) {  /* graphc.ops.rand_bits, bit for b
 
     def tu(self, dtype: DType) -> dict:
         return {"t": self.types[dtype], "u": self.unsigned.get(dtype, self.types[dtype])}
-
-
-def reads_output(x) -> bool:
-    """Does a value, statement, body or kernel load the kernel's output buffer?"""
-    return any(buf.role == "out" for buf in K.loads(x))
 
 
 def _unflatten(flat: str, loops, it: str, indent: str) -> list[str]:

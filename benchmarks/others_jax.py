@@ -11,8 +11,7 @@ import os
 
 import numpy as np
 
-from benchmarks.passes import LR
-from benchmarks.passes import mlp_forward
+from benchmarks.passes import LR, mlp_forward
 
 
 def _jax():

@@ -21,8 +21,7 @@ from __future__ import annotations
 import glob
 import os
 
-from benchmarks.passes import LR
-from benchmarks.passes import mlp_forward
+from benchmarks.passes import LR, mlp_forward
 
 DEVICE = "CL"
 

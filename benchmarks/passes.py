@@ -77,8 +77,9 @@ def _data(rng, shape, classes):
 
 # ---- MLP -------------------------------------------------------------------------------------
 def mlp_forward(params, x, act):
-    """The MLP of W1 and W5 in any array library: x @ W1 + b1, act, ..., the last layer
-    linear (params W1, b1, W2, ...; `act` the library's ReLU)."""
+    """The MLP of this benchmark's mlp problem and of the llvm benchmark's W1 and W5, in any
+    array library: x @ W1 + b1, act, ..., the last layer linear (params W1, b1, W2, ...;
+    `act` the library's ReLU)."""
     n = len(params) // 2
     h = x
     for i in range(1, n + 1):

@@ -88,10 +88,6 @@ def mlp_problem(q):
                    mlp_numpy, (_mlp_params(rng, sizes), x, y))
 
 
-def _mlp_fwd(params, x, xp=None):
-    return mlp_forward(params, x, relu if xp is None else (lambda h: np.maximum(h, 0)))
-
-
 def infer_problems(q):
     sizes = [784, 512, 256, 10] if not q else [12, 8, 6, 3]
     rng = np.random.default_rng(5)
@@ -99,8 +95,9 @@ def infer_problems(q):
     out = []
     for b in ((1, 256) if not q else (1, 4)):
         x = rng.standard_normal((b, sizes[0])).astype(np.float32)
-        out.append(Problem(f"W5 mlp infer b{b}", "infer", lambda p, x: _mlp_fwd(p, x),
-                           lambda p, x: _mlp_fwd(p, x, np), (p, x)))
+        out.append(Problem(f"W5 mlp infer b{b}", "infer",
+                           lambda p, x: mlp_forward(p, x, relu),
+                           lambda p, x: mlp_forward(p, x, lambda h: np.maximum(h, 0)), (p, x)))
     return out
 
 

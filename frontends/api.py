@@ -259,7 +259,7 @@ class Compiled:
         return entry
 
     def __call__(self, *args):
-        fast = self._fast  # the fast path: the same signature as the last call
+        fast = self._fast  # the fast path: the signature of the last all-numpy call
         if fast is not None:
             leaves = fast[0](args)
             if leaves is not None:
@@ -279,8 +279,7 @@ class Compiled:
             x if type(x) is np.ndarray else
             np.asarray(x, dtype=np.float64) if type(x) is float else
             x if device and isinstance(x, DeviceArray) else np.asarray(x) for x in leaves]
-        outs = (entry.program(*arrays, device_outputs=True) if device and self.device_outputs
-                else entry.program(*arrays))
+        outs = self._runner(entry.program)(arrays)
         if plain:
             self._fast = self._fast_path(entry, tree, leaves)
         return pytree.unflatten(entry.traced.out_tree, list(outs))
@@ -294,14 +293,16 @@ class Compiled:
         if entry.fast is None:
             match = pytree.matcher(tree, leaves)
             program = entry.program
-            if match is None:
-                entry.fast = False
-            elif getattr(program, "device_memory", False) and self.device_outputs:
-                entry.fast = (match, lambda a: program(*a, device_outputs=True))
-            else:
-                entry.fast = (match, getattr(program, "call_exact", None)
-                              or (lambda a: program(*a)))
+            entry.fast = False if match is None else (match, self._runner(program, exact=True))
         return (*entry.fast, entry) if entry.fast else None
+
+    def _runner(self, program, exact: bool = False):
+        """How a call runs `program` on its list of arrays: results left on the device where
+        the program has memory of its own and device_outputs asks for it, else numpy arrays,
+        through `call_exact` when `exact` (the arguments already matched) and it has one."""
+        if getattr(program, "device_memory", False) and self.device_outputs:
+            return lambda a: program(*a, device_outputs=True)
+        return (exact and getattr(program, "call_exact", None)) or (lambda a: program(*a))
 
     # ---- what the last call went through ----------------------------------------------------
     def _entry(self) -> Entry:
@@ -360,9 +361,9 @@ def compile(fn: Callable, backend: str = "numpy", passes: str | None = None,
     The result is called with numpy arrays (or pytrees of them) and returns numpy arrays
     (a tuple when fn returns several). It traces on the first call for each signature,
     runs the pipeline's stages and caches the program; `.stages`, `.graph(stage)` and
-    `.source` show what it went through. A call with the last call's signature, when that
-    call's arguments were all non-empty numpy arrays, is checked by a function written for
-    it (`pytree.matcher`), without flattening or a cache lookup.
+    `.source` show what it went through. A call with the signature of the last call whose
+    arguments were all non-empty numpy arrays is checked by a function written for it
+    (`pytree.matcher`), without flattening or a cache lookup.
 
     >>> import numpy as np, graphc as gc
     >>> f = gc.compile(lambda a, b: (a + b) * (b + 1))

@@ -29,7 +29,7 @@ def flatten(tree, path: str = "", root: str = "out",
     """-> (leaves, treedef, leaf paths like 'params.w1'); a bare leaf's path is `root`.
     The treedef is hashable and exact (a static value is recorded with its type, so 1 and
     True differ); with_paths=False skips building the path strings (gc.compile's calls that its
-    signature matcher does not take: a first call, a float or a device array)."""
+    signature matcher does not take: a first call, a float or a device array; and `lower`)."""
     leaves: list = []
     paths: list[str] = []
 

@@ -19,9 +19,9 @@ class Program(Protocol):
     with memory of its own (opencl) also sets `device_memory = True`: it then accepts
     `graphc.device.DeviceArray` inputs where they are, and `program(*arrays,
     device_outputs=True)` leaves its results there as device arrays. A program may also
-    have `call_exact(arrays)`, which skips its own argument checks: `gc.compile` calls it
-    only for arguments its signature matcher has already checked to be exactly the
-    program's inputs (type, shape, dtype, C strides; frontends/pytree.py: matcher)."""
+    have `call_exact(arrays)`, which skips its own argument checks: a caller uses it only
+    for arguments it has already checked to be exactly the program's inputs (numpy arrays
+    of their shapes and dtypes, C-contiguous)."""
     source: str
 
     def __call__(self, *arrays: np.ndarray) -> tuple[np.ndarray, ...]: ...

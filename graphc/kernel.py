@@ -469,18 +469,26 @@ class Kernel:
         return format_kernel(self)
 
 
-def loads(x) -> set[Buffer]:
-    """The buffers that a value expression, a statement, a statement list or a kernel loads
-    from (loops walked)."""
+def values(x):
+    """Every value expression in a value, a statement, a statement list or a kernel (loops
+    walked; each statement's value and everything inside it, as `walk`)."""
     if isinstance(x, Kernel):
         x = x.body
     if isinstance(x, (tuple, list)):
-        return set().union(*map(loads, x))
-    if isinstance(x, Loop):
-        return loads(x.body)
-    if isinstance(x, (Store, Let, Accumulate)):
-        x = x.value
-    return {v.buffer for v in walk(x) if isinstance(v, Load)}
+        for s in x:
+            yield from values(s)
+    elif isinstance(x, Loop):
+        yield from values(x.body)
+    elif isinstance(x, (Store, Let, Accumulate)):
+        yield from walk(x.value)
+    elif not isinstance(x, DefAcc):
+        yield from walk(x)
+
+
+def loads(x) -> set[Buffer]:
+    """The buffers that a value expression, a statement, a statement list or a kernel loads
+    from (loops walked)."""
+    return {v.buffer for v in values(x) if isinstance(v, Load)}
 
 
 # ---- printing -----------------------------------------------------------------------------------

@@ -19,19 +19,16 @@ from graphc.kernel_sched import _kernel, _stmts
 def _indexes(body):
     """Every index expression in body (stores, loads, random streams); None when a bounds
     check reads a loop variable (a check on one variable cannot follow a collapsed loop)."""
-    out, stack = [], []
+    out = []
     for s in body:
         if isinstance(s, K.Loop):
             inner = _indexes(s.body)
             if inner is None:
                 return None
             out += inner
-        else:
-            if isinstance(s, K.Store):
-                out.append(s.index)
-            if isinstance(s, (K.Store, K.Let, K.Accumulate)):
-                stack.append(s.value)
-    for v in (x for root in stack for x in K.walk(root)):
+        elif isinstance(s, K.Store):
+            out.append(s.index)
+    for v in K.values([s for s in body if not isinstance(s, K.Loop)]):
         if isinstance(v, (K.Load, K.RandE)):
             out.append(v.index)
         if isinstance(v, K.InBounds):

@@ -67,8 +67,6 @@ def simplify_index(e: K.Index, ext: dict[str, int]) -> K.Index:
     return type(e)(a, b)
 
 
-
-
 def eval_range(e: K.Index, var: str, n: int) -> np.ndarray:
     """e at var = 0..n-1 (e has no other free variable)."""
     if isinstance(e, K.Const):
@@ -135,28 +133,11 @@ def _stmts(body, env, ext, rename=None) -> tuple:
     return _drop_dead_lets(tuple(out))
 
 
-def _refs(v, acc: set):
-    if isinstance(v, K.Ref):
-        acc.add(v.name)
-    for sub in K.operands(v):
-        _refs(sub, acc)
-    return acc
-
-
-def _uses(body, acc: set) -> set:
-    for s in body:
-        if isinstance(s, K.Loop):
-            _uses(s.body, acc)
-        elif isinstance(s, (K.Store, K.Let, K.Accumulate)):
-            _refs(s.value, acc)
-    return acc
-
-
 def _drop_dead_lets(body: tuple) -> tuple:
     """Lets that nothing reads any more (their select branch folded away): a load or a call
     to exp is not free, and LLVM cannot always prove a math call dead."""
     while True:
-        used = _uses(body, set())
+        used = {v.name for v in K.values(body) if isinstance(v, K.Ref)}
         kept = tuple(s for s in body if not (isinstance(s, K.Let) and s.name not in used))
         if len(kept) == len(body):
             return body
@@ -270,24 +251,20 @@ def _decisions(body, var: str, acc: list):
             idx(e.a)
             idx(e.b)
 
-    def val(v):
-        if isinstance(v, (K.Load, K.RandE)):
-            idx(v.index)
-        if isinstance(v, K.InBounds):
-            for e, lo, hi in v.checks:
-                if K.index_vars(e) == {var}:
-                    acc.append((e, lo, hi))
-                idx(e)
-        for sub in K.operands(v):
-            val(sub)
     for s in body:
         if isinstance(s, K.Loop):
             _decisions(s.body, var, acc)
-        elif isinstance(s, K.Store):
+            continue
+        if isinstance(s, K.Store):
             idx(s.index)
-            val(s.value)
-        elif isinstance(s, (K.Let, K.Accumulate)):
-            val(s.value)
+        for v in K.values(s):
+            if isinstance(v, (K.Load, K.RandE)):
+                idx(v.index)
+            if isinstance(v, K.InBounds):
+                for e, lo, hi in v.checks:
+                    if K.index_vars(e) == {var}:
+                        acc.append((e, lo, hi))
+                    idx(e)
     return acc
 
 

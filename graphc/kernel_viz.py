@@ -85,10 +85,9 @@ def kernels_to_dot(kernels: list[K.Kernel], title: str = "") -> str:
                 if prev[0] is not None:
                     edges.append(f"    {prev[0]} -> {sid} [style=invis, weight=10];")
                 prev[0] = sid
-                if isinstance(s, (K.Store, K.Let, K.Accumulate)):
-                    for name in sorted(b.name for b in K.loads(s)):
-                        edges.append(f'    {buf_node[name]} -> {sid} [style=dashed, '
-                                      f'color="#3366aa"];')
+                for name in sorted({b.name for b in K.loads(s)}):
+                    edges.append(f'    {buf_node[name]} -> {sid} [style=dashed, '
+                                  f'color="#3366aa"];')
                 if isinstance(s, K.Store):
                     edges.append(f'    {sid} -> {buf_node[s.buffer.name]} [color="#cc5500"];')
         body(k.body, "    ")

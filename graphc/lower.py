@@ -11,12 +11,15 @@ The one technique is index propagation. `value(node, idx)` is the expression for
   elementwise Unary / Binary / Select / CastE of the operands' values at the same idx
   sum/max     emits DefAcc and a loop nest over the reduced axes, returns AccRef
   matmul      emits DefAcc and a loop over k accumulating a[..., i, k] * b[..., k, j]
-              (a matmul kernel with an elementwise epilogue, and a reduction over leading
-              axes, are lowered in row order instead: graphc/lower_matmul.py)
+              (with row_order, the default, a matmul kernel with an elementwise epilogue and
+              a reduction over leading axes are lowered in row order instead:
+              graphc/lower_matmul.py; the OpenCL backend asks for row_order=False)
   rand        RandE(key, flat index of idx in the rand node's own shape)
 
-A kernel is then a loop nest over its root's shape storing value(root, idx): elementwise,
-view and movement kernels need nothing else; a reduction (or matmul) met on the way emits
+A kernel is then a loop nest over its root's shape storing value(root, idx) (two exceptions:
+a matmul whose result is reshaped loops over the product's shape, and a root concat on an
+axis other than 0 is one nest per part: graphc/lower_matmul.py): elementwise, view and
+movement kernels need nothing else; a reduction (or matmul) met on the way emits
 its inner loops right before the store, so its prologue (the reduced value) is computed
 inside them and its epilogue around the AccRef. Nodes read more than once in a body are
 bound once with `Let` (per index), so shared subexpressions are not recomputed.
@@ -39,9 +42,9 @@ import numpy as np
 from graphc.errors import NoRuleError
 from graphc.ir import Graph, Node, apply, at_loc, input_node
 from graphc import kernel as K
-from graphc.ops import BINARY, ELEMENTWISE, Op, UNARY
+from graphc.ops import BINARY, ELEMENTWISE, REDUCE, Op, UNARY
 from graphc.passes.fusion import INLINE_CONST_ELEMENTS, kernel_kind, row_reductions
-from graphc.lower_matmul import RowMatmul, _init
+from graphc.lower_matmul import RowMatmul, acc_init
 from graphc.printer import format_node, node_names
 
 
@@ -143,7 +146,7 @@ class _Lowerer(RowMatmul):
             return K.Load(self.out, self.flat(idx, n.shape))
         if self.product and id(n) == self.product[0]:  # a row-order epilogue (lower_matmul):
             return K.Load(self.product[1], self.flat(idx, n.shape))  # the result is in the output
-        if n.op in (Op.SUM, Op.MAX):
+        if n.op in REDUCE:
             # a reduction whose index uses only outer loop variables (a row's max or sum,
             # broadcast back over the row) is computed once, in the scope of the innermost
             # loop it depends on, not once per element of the inner loops (fusion rule F6);
@@ -240,7 +243,7 @@ class _Lowerer(RowMatmul):
                 else:
                     out = K.Select(K.InBounds(((idx[ax], 0, o + x.shape[ax]),)), v, out)
             return out if out is not None else K.Lit(0, n.dtype)  # empty: never read
-        if op in (Op.SUM, Op.MAX):
+        if op in REDUCE:
             return self.reduce(n, idx)
         if op is Op.MATMUL:
             return self.matmul(n, idx)
@@ -254,7 +257,7 @@ class _Lowerer(RowMatmul):
         x = n.inputs[0]
         axes, keep = n.attrs["axes"], n.attrs["keepdims"]
         acc = self.fresh("acc")
-        self.emit(K.DefAcc(acc, n.dtype, _init(n.op, n.dtype)))
+        self.emit(K.DefAcc(acc, n.dtype, acc_init(n.op, n.dtype)))
         red_shape = [x.shape[a] for a in axes]
 
         def inner(rvars):
@@ -293,7 +296,7 @@ class _Lowerer(RowMatmul):
     def matmul(self, n: Node, idx) -> K.Value:
         a, b = n.inputs
         acc = self.fresh("acc")
-        self.emit(K.DefAcc(acc, n.dtype, _init(n.op, n.dtype)))
+        self.emit(K.DefAcc(acc, n.dtype, acc_init(n.op, n.dtype)))
         batch, i, j = list(idx[:-2]), idx[-2], idx[-1]
 
         def inner(kv):
@@ -323,6 +326,7 @@ class _Lowerer(RowMatmul):
             for n in row_reductions(self.body):  # hoisted first: see `reduce` (stash)
                 self.value(n, self.bcast(self.root_vars, n.shape))
             self.emit(K.Store(out, self.flat(vars_, root.shape), self.value(root, vars_)))
+
         def by_product(vars_):  # loops over the product's shape, the root at that position
             at = self.flat(vars_, mm.shape)
             self.emit(K.Store(out, at, self.value(root, self.unravel(at, root.shape))))

@@ -12,7 +12,7 @@ import numpy as np
 
 from graphc import kernel as K
 from graphc.ir import Node
-from graphc.ops import ELEMENTWISE, Op
+from graphc.ops import ELEMENTWISE, REDUCE, Op
 
 
 SPLIT_COLUMNS_WORK = 1 << 20  # multiply-adds from which a one-row product's columns are split
@@ -20,7 +20,7 @@ SPLIT_COLUMNS_WORK = 1 << 20  # multiply-adds from which a one-row product's col
                               # backend spreads kernels over threads from the same work
 
 
-def _init(op: Op, dtype):
+def acc_init(op: Op, dtype):
     """The accumulator's start: 0 for sums and matmuls, the lowest value for max."""
     if op is Op.MAX:
         return float("-inf") if dtype.is_float else int(np.iinfo(dtype.np).min)
@@ -68,7 +68,7 @@ class RowMatmul:
         if not epilogue_keeps_order(self.body, mm):
             return None
         a, b = mm.inputs
-        zero = K.Lit(_init(Op.MATMUL, mm.dtype), mm.dtype)
+        zero = K.Lit(acc_init(Op.MATMUL, mm.dtype), mm.dtype)
         M, N, KK = mm.shape[-2], mm.shape[-1], a.shape[-1]
         bi, bk, bj = _tile(M, 16), _tile(KK, 128), _tile(N, 256)
         nbatch = int(np.prod(mm.shape[:-2], dtype=np.int64))
@@ -136,7 +136,7 @@ class RowMatmul:
         output element instead walked a column, a stride of a whole row per step (W3's
         31 bias gradients of 32x512: 20 us each). None when the kernel is not that shape."""
         root = self.body.outputs[0]
-        reds = [n for n in self.body.nodes if n.op in (Op.SUM, Op.MAX)]
+        reds = [n for n in self.body.nodes if n.op in REDUCE]
         if len(reds) != 1:
             return None
         red = reds[0]
@@ -149,7 +149,7 @@ class RowMatmul:
         if not epilogue_keeps_order(self.body, red):
             return None
         tail = x.shape[lead:]
-        init = K.Lit(_init(red.op, red.dtype), red.dtype)
+        init = K.Lit(acc_init(red.op, red.dtype), red.dtype)
         step = "maximum" if red.op is Op.MAX else "add"
         at = lambda t: self.flat(t, tail)  # noqa: E731  (the output's flat position)
 
@@ -185,7 +185,7 @@ class RowMatmul:
             return None
         return mms[0] if epilogue_keeps_order(self.body, mms[0]) else None
 
-    def concat_parts(self, root: Node, out: K.Buffer, outer, par: int = 0) -> None:
+    def concat_parts(self, root: Node, out: K.Buffer, outer, par: int) -> None:
         """A root concat (axis > 0) as one loop nest per part, inside the parallel loop over
         axis `par` (outer = [its variable]): each element computes only its own part (not a
         select over all parts)."""

@@ -18,8 +18,8 @@ The rule set (every decision is logged with the rule that made it):
      op (exp, log, tanh, sin, cos, pow: tens of instructions per element) of
      COSTLY_MIN_ELEMENTS to COSTLY_MAX_ELEMENTS elements is materialised regardless: it
      stays in cache, so reading it back is cheaper than computing it again (an LSTM's
-     gates, recomputed by each backward kernel, took 11% more of W3's step on llvm; the
-     extra kernels cost OpenCL on PoCL, where a launch is dear: W3 93 -> 110 ms there).
+     gates, recomputed by each backward kernel, took 11% more of W3's step on llvm; on a
+     backend where a kernel launch is dear the extra kernels cost more: backends/opencl.py).
   F5 a reduction or matmul joins its single consumer as that kernel's one contraction when
      the consumer is elementwise over the same shape and the kernel's result has that shape
      too (an epilogue: bias + activation after a matmul, log after a sum; the result is not

@@ -22,8 +22,8 @@ Not merged: sums of reductions (the bias gradient's 31 column sums). As one colu
 the 1024-row concat it took about 2 ms of CPU time against 0.6 ms for the 31 small ones,
 whose blocks stay in cache (measured when the reduce kernel walked a column at a time;
 column sums now add whole rows, `lower_matmul.column_reduce`: not measured again).
-Nor the inputs' projections x_t @ Wx as one (T*B) x I @ Wx up front (B packed once, no [x_t, h] copies):
-394 instead of 425 kernels, but no faster (15.5 vs 15.4 ms).
+Nor the inputs' projections x_t @ Wx as one (T*B) x I @ Wx up front (B packed once, no
+[x_t, h] copies): 394 instead of 425 kernels, but no faster (15.5 vs 15.4 ms).
 """
 from __future__ import annotations
 

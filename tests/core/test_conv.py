@@ -140,6 +140,7 @@ CONV2D_CASES = [
     (2, 3, (3, 2), 1, "same", (2, 3), 1, 7, 7),
     (2, 3, (3, 3), 1, "valid", 1, 1, 5, 6),
     (4, 4, (3, 3), 1, 1, 1, 4, 5, 5),               # depthwise
+    (4, 6, (1, 1), 1, 0, 1, 2, 4, 5),               # grouped, one window
 ]
 
 
@@ -253,6 +254,8 @@ def test_conv3d_transpose_and_unfold():
     w = rnd(4, 3, 2, 3)
     np.testing.assert_allclose((w.reshape(4, -1) @ cols).reshape(2, 4, Ho, Wo),
                                F.conv2d(x, w, stride=(2, 1), padding=1), atol=1e-12)
+    # a 1x1 kernel: one window, each column a pixel's channels
+    np.testing.assert_allclose(F.unfold(x, 1), x.reshape(2, 3, 30))
 
 
 # ---- pooling -------------------------------------------------------------------------------------
