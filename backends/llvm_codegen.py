@@ -284,13 +284,15 @@ class _Codegen:
             rule = UNARY.get((v.op, _kind(v.dtype)))
             if rule is None:
                 raise NoRuleError(f"no LLVM rule for {v.op} on {v.dtype.name}",
-                                  stage="codegen (llvm)", hint="add it to UNARY in backends/llvm_codegen.py")
+                                  stage="codegen (llvm)",
+                                  hint="add it to UNARY in backends/llvm_codegen.py")
             return rule(self, self.value(v.x))
         if isinstance(v, K.Binary):
             rule = BINARY.get((v.op, _kind(v.a.dtype)))
             if rule is None:
                 raise NoRuleError(f"no LLVM rule for {v.op} on {v.a.dtype.name}",
-                                  stage="codegen (llvm)", hint="add it to BINARY in backends/llvm_codegen.py")
+                                  stage="codegen (llvm)",
+                                  hint="add it to BINARY in backends/llvm_codegen.py")
             return rule(self, self.value(v.a), self.value(v.b))
         if isinstance(v, K.Select):
             return b.select(self.value(v.cond), self.value(v.a), self.value(v.b))

@@ -33,9 +33,9 @@ from graphc.types import DType
 
 from graphc.backends import llvm_gemm_dot as D
 from graphc.backends.llvm_gemm_dot import NOSEG
-from graphc.backends.llvm_gemm_ir import (C_T, KC, MC, MR, NC, NR, _aligned, address,
+from graphc.backends.llvm_gemm_ir import (C_T, KC, MC, MR, NC, NR, address,
                                           batch_fn, buffer_sizes, kept, sgemm_fn)
-from graphc.backends.llvm_pool import SLOT_A, SLOT_B, Slot, spread
+from graphc.backends.llvm_pool import SLOT_A, SLOT_B, Slot, aligned, spread
 
 MIN_M, MIN_N, MIN_WORK = 4, 8, 1 << 18   # below: the loop kernel (packing would not pay)
 THREAD_WORK = 1 << 22  # multiply-adds per thread below which a GEMM stays on fewer threads
@@ -228,7 +228,7 @@ def _bufs(K_: int, N: int) -> tuple[int, int]:
     got = getattr(_TLS, "bufs", None)
     if got is None or got[0].size < na or got[1].size < nb:
         old = (0, 0) if got is None else (got[0].size, got[1].size)
-        got = (_aligned(max(na, old[0])), _aligned(max(nb, old[1])))
+        got = (aligned(max(na, old[0])), aligned(max(nb, old[1])))
         _TLS.bufs = got = got + (got[0].ctypes.data, got[1].ctypes.data)
     return got[2], got[3]
 

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import ctypes
 
-from graphc.backends.llvm_gemm_ir import _aligned, kept
+from graphc.backends.llvm_gemm_ir import kept
+from graphc.backends.llvm_pool import aligned, spread
 
 DM, DN = 2, 5   # register tile: 10 accumulators + 2 A + 1 B vectors of the 16 ymm registers
                 # (W2's M = 6, 16 and N = 25, 150 divide exactly: no padded work)
@@ -199,7 +200,7 @@ def sdot(a, bt, c, chunks: int = 1, seg=None):
     M, (N, K) = a.shape[0], bt.shape
     assert a.strides[1] == bt.strides[1] == 4 and c.strides == (4 * N, 4)
     ws = wsize(M, N)
-    w = _aligned(ws * chunks)
+    w = aligned(ws * chunks)
     dot, total = dot_fns()
     for t in range(chunks):
         dot(a.ctypes.data, bt.ctypes.data, w.ctypes.data + 4 * ws * t, M, N,
@@ -240,9 +241,8 @@ def run_dot(a, b, c, M, N, K, lda, ldb, seg, threads: int):
     if n == 1:
         dot(a, b, w, M, N, lda, ldb, 0, K, *seg)
     else:
-        from graphc.backends import llvm_pool
-        fn = _FN[3]["gc_sdot"]
-        llvm_pool.spread([[(fn, (a, b, w + 4 * ws * t, M, N, lda, ldb, k0, k1, *seg))
+        fn = _FN[3]["gc_sdot"]   # (dot_fns' {name: address}: the pool calls addresses)
+        spread([[(fn, (a, b, w + 4 * ws * t, M, N, lda, ldb, k0, k1, *seg))
                            for t, (k0, k1) in enumerate(zip(bounds, bounds[1:]))]], threads)
     total(w, n, ws, c, M, N, N)
 

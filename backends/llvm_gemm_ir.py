@@ -37,6 +37,8 @@ import threading
 
 import numpy as np
 
+from graphc.backends.llvm_pool import aligned
+
 MR, MR4, NR, KC, MC, NC = 6, 4, 16, 512, 144, 2048  # KC, MC: measured best of a small
                                                     # sweep (1024^2, 1 thread)
 C_T = 4  # a flag of gc_sgemm's `packed` argument (0-3: how B is packed): C stored transposed
@@ -239,14 +241,7 @@ def buffer_sizes(K: int, N: int) -> tuple[int, int]:
 def buffers(K: int, N: int):
     """Packing buffers for one thread: (A block, B panel)."""
     na, nb = buffer_sizes(K, N)
-    return _aligned(na), _aligned(nb)
-
-
-def _aligned(n: int) -> np.ndarray:
-    """n float32, 64-byte aligned (a packed B row of 16 floats is one cache line)."""
-    raw = np.empty(n + 16, np.float32)
-    skip = (-raw.ctypes.data % 64) // 4
-    return raw[skip:skip + n]
+    return aligned(na), aligned(nb)
 
 
 _KEPT = threading.local()
@@ -258,7 +253,7 @@ def kept(name: str, n: int) -> np.ndarray:
     it before it returns (a whole packed B, a dot product's partial sums)."""
     got = getattr(_KEPT, name, None)
     if got is None or got.size < n:
-        got = _aligned(n)
+        got = aligned(n)
         setattr(_KEPT, name, got)
     return got
 

@@ -67,7 +67,7 @@ def register_row(loop: K.Loop) -> bool:
 
 def interleaved(loop: K.Loop) -> bool:
     """Is `loop` an innermost loop computing a float32 exp or tanh (backends/llvm_math.py's
-    polynomials; float64 calls libm): the loop that is vectorised with INTERLEAVE
+    polynomials; float64 has no IR polynomial: llvm.exp, libm's tanh): the loop that is vectorised with INTERLEAVE
     independent vectors an iteration?"""
     if any(isinstance(s, K.Loop) for s in loop.body):
         return False

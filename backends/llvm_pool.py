@@ -232,9 +232,12 @@ def _code():
     return _CODE[0][0]
 
 
-def _aligned_words(n: int) -> np.ndarray:
-    raw = np.zeros(n + 8, np.int64)
-    skip = (-raw.ctypes.data % 64) // 8
+def aligned(n: int, dtype=np.float32) -> np.ndarray:
+    """n zeroed elements of dtype, 64-byte aligned (one cache line: the control block's
+    words; a packed B row of 16 float32)."""
+    size = np.dtype(dtype).itemsize
+    raw = np.zeros(n + 64 // size, dtype)
+    skip = (-raw.ctypes.data % 64) // size
     return raw[skip:skip + n]
 
 
@@ -247,7 +250,7 @@ class Pool:
         addrs = _code()
         self._run = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(
             addrs["graphc_pool_run"])
-        self.ctl = _aligned_words(CTL_WORDS)
+        self.ctl = aligned(CTL_WORDS, np.int64)
         nr = _FUTEX.get(platform.machine()) if os.name == "posix" and \
             platform.system() == "Linux" else None
         self.threads = threads if nr is not None else 1
@@ -274,12 +277,11 @@ class Pool:
 
     def reserve(self, sizes) -> None:
         """Make every thread's buffer k hold at least sizes[k] float32 (64-byte aligned)."""
-        from graphc.backends.llvm_gemm_ir import _aligned
         for k, n in enumerate(sizes):
             if n > self.size[k]:
                 self.size[k] = n
                 for t in range(self.threads):
-                    self.bufs[t][k] = _aligned(n)
+                    self.bufs[t][k] = aligned(n)
                     self.tbuf[t * NSLOT + k] = self.bufs[t][k].ctypes.data
 
     def run(self, table: array.array, n: int) -> None:

@@ -36,7 +36,7 @@ PARALLEL_MIN_WORK = SPLIT_COLUMNS_WORK
 def _arena_range(n: Node):
     """(start, end) bytes of n's result in the call's arena; None outside it (graph inputs,
     constants, view copies and unplanned results have buffers of their own)."""
-    off = n.attrs.get("buffer", -1) if n.op is Op.FUSED and n.attrs["kind"] != "view" else -1
+    off = arena_offset(n) if n.op is Op.FUSED else -1
     return (off, off + n.type.nbytes) if off >= 0 else None
 
 

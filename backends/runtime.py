@@ -7,7 +7,8 @@
     host_outputs(...)     the graph's outputs as fresh numpy arrays (inputs and constants
                           returned unchanged are copied, so callers never alias)
 
-Both the LLVM and the OpenCL backend import it from here.
+The OpenCL backend uses all of it; the LLVM backend the first three (it fills its arena's
+output views itself: llvm_runtime.LLVMProgram).
 """
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ from graphc.ops import ELEMENTWISE, REDUCE, Op
 
 
 SPLIT_COLUMNS_WORK = 1 << 20  # multiply-adds from which a one-row product's columns are split
-                              # into parts of at most 256 (`RowMatmul.row_matmul`); the LLVM
-                              # backend spreads kernels over threads from the same work
+                              # into parts of at most 256 (`RowMatmul.row_matmul`); a backend
+                              # may spread kernels over threads from the same work
 
 
 def acc_init(op: Op, dtype):

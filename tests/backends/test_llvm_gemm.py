@@ -376,10 +376,10 @@ def test_sgemm_tail_slivers_and_per_sliver_packing(M, K, N, tb, mode):
 def test_pack_b_transposed(kc, cols):
     """gc_pack_b of B = X.T (columns contiguous): 8x8 transposes, a k tail, an edge sliver
     zero-padded; the layout is NR-column slivers, k-major."""
-    from graphc.backends.llvm_gemm_ir import _aligned
+    from graphc.backends.llvm_pool import aligned
     x = _rand(np.random.default_rng(kc), cols, kc)
     nsl = -(-cols // NR)
-    out = _aligned(nsl * NR * kc)
+    out = aligned(nsl * NR * kc)
     packb_fn()(x.ctypes.data, 1, kc, kc, cols, out.ctypes.data)
     want = np.zeros((kc, nsl * NR), np.float32)
     want[:, :cols] = x.T
