@@ -9,7 +9,9 @@ tanhf, or llvm.exp without a vector library, keeps a loop scalar).
     log   x = m * 2^e with m in [sqrt(1/2), sqrt(2)) from the bits (subnormals scaled by 2^23
           first), f = m - 1, log(1+f) = f - f^2/2 + f^3 P(f) (Cephes logf, degree 8),
           plus e*ln2 split in two
-    tanh  |x| < 0.625: x + x^3 P(x^2) (Cephes tanhf); else sign(x) (1 - 2/(exp(2|x|) + 1))
+    tanh  sign(x) E/(E + 2) with E = expm1(2|x|) = 2^n p + (2^n - 1), where p = expm1(r) is
+          exp's polynomial before its + 1 and n, r come from exp's reduction (|x| clamped at
+          10, where tanh is 1.0f); one formula over the whole range, no small-|x| branch
 
 Special values follow numpy: exp(nan)=nan, exp(+-inf)=inf/0, log(x<0)=nan, log(0)=-inf,
 log(inf)=inf, tanh(+-inf)=+-1, tanh(-0)=-0. Every fma is the `llvm.fma` intrinsic, exact and
@@ -19,12 +21,15 @@ libm (exact to libm, not vectorised).
 Measured max error against numpy's float32 results (a sweep of ~2M values: random bit
 patterns over the whole finite range, a dense grid on [-30, 30], exp-spaced values, specials;
 tests/backends/test_llvm_math.py re-measures it on a smaller sweep): exp 3 ulp, log 3 ulp,
-tanh 1 ulp; since exp takes n from the shifter's bits (below), exp 2 ulp on the test's
-sweep. Speed, 4M float32 on 2 cores: tanh 10.6 ms (numpy 66 ms; libm tanhf per element took
-265 ms), exp 8 ms (numpy 24 ms), log 9 ms (numpy 23 ms). Taking n from the bits of
-fma(x, 1/ln2, 1.5*2^23) instead of rint + fptosi, tanh's exp in one 2^n step and no NaN
-select took tanh(0.5x+1) from 1.22 to 0.96 ns an element, exp(-x*x) from 0.74 to 0.68 and
-W4's chain from 2.01 to 1.62 (old and new compiled into one process, timed interleaved).
+tanh 3 ulp; on the test's sweep exp 2. tanh's E/(E + 2) rounds E + 2 before the
+division, which near |x| = 0.06 costs up to 3 ulp (2 values in a grid of 8M on [-10, 10];
+0.2% over 1 ulp); the two-branch tanh it replaced (a small-|x| polynomial beside
+1 - 2/(exp(2|x|) + 1)) measured 2 ulp on that grid and took 1.37x the time.
+Speed, 4M float32 on 2 cores (old and new compiled into one process, timed interleaved,
+medians; /tmp/s8/ab_math.py): tanh 1.82 ms (was 2.50), tanh(0.5x + 1) 1.93 (was 2.78),
+W4's chain 3.53 (was 4.08), exp 1.61, 1/(1 + exp(-x)) 1.83. Taking n from the bits of
+fma(x, 1/ln2, 1.5*2^23) instead of rint + fptosi and no NaN select had taken W4's chain from
+2.01 to 1.62 ns an element (one thread).
 """
 from __future__ import annotations
 
@@ -35,8 +40,6 @@ LOG_P = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
          1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
          3.3333331174e-1)
 SHIFTER, SHIFTER_BITS = 12582912.0, 0x4B400000  # 1.5 * 2^23 and its bits
-TANH_P = (-5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
-          -3.33332819422e-1)
 
 
 def _f(g, v):
@@ -71,31 +74,30 @@ def _pow2i(g, n):
 
 
 def exp_f32(g, x):
+    """x clamped to [-104, 89] (ordered compares: a NaN fails both and goes on as itself,
+    through the fmas), then 2^n (expm1(r) + 1) with 2^n applied in two halves, so subnormal
+    results and overflow to inf come out right."""
     b = g.b
-    # ordered compares: a NaN fails both and goes on as itself (see _exp_reduced)
     xc = _sel(g, b.fcmp_ordered(">", x, _f(g, 89.0)), _f(g, 89.0), x)
     xc = _sel(g, b.fcmp_ordered("<", xc, _f(g, -104.0)), _f(g, -104.0), xc)
-    return _exp_reduced(g, xc, wide=True)
+    p, ni = _expm1_parts(g, xc)
+    n1 = b.ashr(ni, _i(g, 1))
+    return b.fmul(b.fmul(b.fadd(p, _f(g, 1.0)), _pow2i(g, n1)), _pow2i(g, b.sub(ni, n1)))
 
 
-def _exp_reduced(g, x, wide: bool):
-    """exp(x) for x in [-104, 89] (wide: the result may be subnormal or overflow, so 2^n is
-    applied in two halves) or in [0, 88] (not wide), or a NaN, which comes out as a NaN.
+def _expm1_parts(g, x):
+    """(expm1(r), n) with x = n ln2 + r, |r| <= ln2/2: exp(x) = 2^n (expm1(r) + 1).
     n = rint(x/ln2) is read off the bits of x/ln2 + SHIFTER (the add rounds to an integer,
     ties to even, in the low mantissa bits): one fma where rint and fptosi took two
-    instructions, and no fptosi of a NaN (poison in LLVM, which made a select necessary)."""
+    instructions, and no fptosi of a NaN (poison in LLVM, which made a select necessary).
+    expm1(r) = r + r^2 P(r) keeps its relative accuracy as r goes to 0 (tanh needs that)."""
     b, i32 = g.b, g.ir.IntType(32)
     t = _fma(g, x, _f(g, 1.44269504088896341), _f(g, SHIFTER))
     n = b.fsub(t, _f(g, SHIFTER))
     r = _fma(g, n, _f(g, -0.693145751953125), x)  # ln2 split: 0.693145751953125 exact
     r = _fma(g, n, _f(g, -1.428606765330187045e-06), r)
     p = _fma(g, _horner(g, r, EXP_P), b.fmul(r, r), r)
-    p = b.fadd(p, _f(g, 1.0))
-    ni = b.sub(b.bitcast(t, i32), _i(g, SHIFTER_BITS))   # n, in [-150, 129]
-    if not wide:
-        return b.fmul(p, _pow2i(g, ni))
-    n1 = b.ashr(ni, _i(g, 1))
-    return b.fmul(b.fmul(p, _pow2i(g, n1)), _pow2i(g, b.sub(ni, n1)))
+    return p, b.sub(b.bitcast(t, i32), _i(g, SHIFTER_BITS))   # n, in [-150, 129]
 
 
 def log_f32(g, x):
@@ -125,18 +127,19 @@ def log_f32(g, x):
 
 
 def tanh_f32(g, x):
-    b = g.b
-    fabs = g.module.declare_intrinsic("llvm.fabs", [x.type])
-    ax = b.call(fabs, [x])
-    z = b.fmul(x, x)
-    small = _fma(g, b.fmul(x, z), _horner(g, z, TANH_P), x)
-    axc = _sel(g, b.fcmp_ordered(">", ax, _f(g, 20.0)), _f(g, 20.0), ax)  # tanh(20) == 1
-    e = _exp_reduced(g, b.fadd(axc, axc), wide=False)
-    large = b.fsub(_f(g, 1.0), b.fdiv(_f(g, 2.0), b.fadd(e, _f(g, 1.0))))
-    t = x.type
+    """sign(x) E/(E + 2), E = expm1(2|x|): one formula for every |x| (a separate small-|x|
+    polynomial cost a second polynomial and a select in every vector lane). E = 2^n p + (2^n
+    - 1) is one fma: 2^n - 1 is exact, and for n = 0 (|x| < 0.17) E is p itself, accurate
+    relative to x, so tanh(x) ~ x keeps its digits down to subnormal x."""
+    b, t = g.b, x.type
+    ax = b.call(g.module.declare_intrinsic("llvm.fabs", [t]), [x])
+    axc = _sel(g, b.fcmp_ordered(">", ax, _f(g, 10.0)), _f(g, 10.0), ax)  # tanh(10) == 1.0f
+    p, ni = _expm1_parts(g, b.fadd(axc, axc))
+    two_n = _pow2i(g, ni)
+    e = _fma(g, two_n, p, b.fsub(two_n, _f(g, 1.0)))
+    y = b.fdiv(e, b.fadd(e, _f(g, 2.0)))
     copysign = g.module.declare_intrinsic("llvm.copysign", [t], g.ir.FunctionType(t, [t, t]))
-    y = _sel(g, b.fcmp_ordered("<", ax, _f(g, 0.625)), small, large)
-    return b.call(copysign, [y, x])  # odd: tanh(-0) = -0; a NaN takes `large` and stays NaN
+    return b.call(copysign, [y, x])  # odd: tanh(-0) = -0; a NaN stays NaN through the fmas
 
 
 F32 = {"exp": exp_f32, "log": log_f32, "tanh": tanh_f32}
