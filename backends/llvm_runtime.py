@@ -3,9 +3,9 @@ over threads, or the packed GEMM then its epilogue) and the program (`LLVMProgra
 checks, the arena, each kernel argument's address planned once, and runs of kernels called
 by one native driver function (backends/llvm_driver.py).
 
-Threads: a kernel whose loops do at least PARALLEL_MIN_WORK iterations splits its parallel
-(outermost) loop into one chunk per thread, run by the native worker pool
-(backends/llvm_pool.py) and the calling thread.
+Threads: a kernel whose loops do at least PARALLEL_MIN_WORK iterations (one computing an exp,
+log, tanh, ... counting as COSTLY) splits its parallel (outermost) loop into one chunk per
+thread, run by the native worker pool (backends/llvm_pool.py) and the calling thread.
 """
 from __future__ import annotations
 
@@ -98,12 +98,23 @@ def addresses(arrays) -> list[int]:
     return [_c_void_p.from_address(id(a) + _DATA_AT).value or 0 for a in arrays]
 
 
+# an exp, log, tanh, sin, cos or pow counts as this many loop iterations when deciding on
+# threads: vectorised, a float32 exp took 0.48 ns an element on one core, 8x a GEMV's
+# multiply-add (400K of them took ~25 us); counted as 1, a 256x1024 softmax (786K
+# iterations, 211 us on one thread) stayed on one thread
+COSTLY, COSTLY_OPS = 8, frozenset({"exp", "log", "tanh", "sin", "cos", "pow"})
+
+
 def _work(body) -> int:
-    """Loop iterations of a statement list (all nesting levels), to decide on threading."""
+    """Loop iterations of a statement list (all nesting levels), each weighted by its
+    costly math (COSTLY), to decide on threading."""
     total = 0
     for s in body:
         if isinstance(s, K.Loop):
-            total += s.extent * max(1, _work(s.body))
+            own = sum(COSTLY for st in s.body if not isinstance(st, K.Loop)
+                      for v in K.values(st) if isinstance(v, (K.Unary, K.Binary))
+                      and v.op in COSTLY_OPS)
+            total += s.extent * max(1, own + _work(s.body))
     return total
 
 

@@ -155,6 +155,19 @@ def test_large_kernels_split_over_threads_agree(monkeypatch):
         np.testing.assert_allclose(got[2], x @ w, rtol=1e-10, atol=1e-12)
 
 
+
+def test_costly_math_counts_towards_threading():
+    # a 256x1024 softmax (786K iterations, 1/4 of them exp) splits; the same loops without
+    # the exp stay on one thread (both under PARALLEL_MIN_WORK counted as plain iterations)
+    from graphc.backends import llvm_runtime
+    x = np.ones((256, 1024), np.float32)
+    chunks = {}
+    for name, f in (("softmax", lambda x: gc.exp(x - gc.max(x, axis=1, keepdims=True))),
+                    ("plain", lambda x: x - gc.max(x, axis=1, keepdims=True))):
+        steps = gc.compile(f, backend=llvm_backend.LLVMBackend(threads=2)).lower(x).program.steps
+        chunks[name] = max(s.chunks for s in steps)
+    assert x.size * 2 < llvm_runtime.PARALLEL_MIN_WORK
+    assert chunks == {"softmax": 2, "plain": 1}
 def test_fast_math_option():
     x = np.random.default_rng(0).standard_normal((64, 33)).astype(np.float32)
     f = gc.compile(lambda x: gc.sum(gc.exp(x) * x, axis=1), backend=llvm_backend.LLVMBackend(
