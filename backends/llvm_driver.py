@@ -3,7 +3,7 @@
 A program's kernels are called one by one from Python (backends/llvm_runtime.py, `_Step`):
 per kernel a list of argument addresses and a ctypes call, ~3 us of CPU time here, as much
 as a small kernel itself (batch-1 inference W5 b1: 3 kernels in ~75 us; W3's LSTM step:
-about 500 kernel calls). Consecutive kernels that run on one thread without the packed GEMM
+about 550 kernel calls). Consecutive kernels that run on one thread without the packed GEMM
 (a "run") are called instead by a driver function built here with IRBuilder:
 
     void graphc_run<r>(i64* fns, i64* base)

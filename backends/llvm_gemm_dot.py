@@ -33,7 +33,7 @@ DM, DN = 2, 5   # register tile: 10 accumulators + 2 A + 1 B vectors of the 16 y
                 # (W2's M = 6, 16 and N = 25, 150 divide exactly: no padded work)
 KB = 1024       # K block: (DM + DN) rows x 4 KiB per tile, reused from L1/L2 (256: 1.5x slower
                 # at W2's conv1 weight gradient, 4096: 1.2x; one thread)
-_FN: list = []
+_FN: dict = {}  # the compiled module's ctypes functions by name, its addresses, its engine
 
 
 def wsize(M: int, N: int) -> int:
@@ -175,18 +175,21 @@ def _module_text() -> str:
     return str(m)
 
 
-def dot_fns():
-    """(gc_sdot, gc_sdot_sum) as ctypes functions (compiled once, cached like every kernel)."""
+def _compiled() -> dict:
     if not _FN:
         from graphc.backends.llvm import jit_info
         addrs, info = jit_info(_module_text(), ["gc_sdot", "gc_sdot_sum"], 3, True)
-        _FN.append(ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 3, *[ctypes.c_int64] * 8)(
-            addrs["gc_sdot"]))
-        _FN.append(ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64,
-                                    ctypes.c_void_p, *[ctypes.c_int64] * 3)(addrs["gc_sdot_sum"]))
-        _FN.append(info)  # keeps the engine alive
-        _FN.append(addrs)
-    return _FN[0], _FN[1]
+        p, i = ctypes.c_void_p, ctypes.c_int64
+        _FN.update(dot=ctypes.CFUNCTYPE(None, p, p, p, *[i] * 8)(addrs["gc_sdot"]),
+                   total=ctypes.CFUNCTYPE(None, p, i, i, p, i, i, i)(addrs["gc_sdot_sum"]),
+                   addrs=addrs, engine=info)  # (the engine kept alive with its functions)
+    return _FN
+
+
+def dot_fns():
+    """(gc_sdot, gc_sdot_sum) as ctypes functions (compiled once, cached like every kernel)."""
+    f = _compiled()
+    return f["dot"], f["total"]
 
 
 NOSEG = 1 << 60  # la for an A contiguous along all of K: one segment
@@ -241,7 +244,7 @@ def run_dot(a, b, c, M, N, K, lda, ldb, seg, threads: int):
     if n == 1:
         dot(a, b, w, M, N, lda, ldb, 0, K, *seg)
     else:
-        fn = _FN[3]["gc_sdot"]   # (dot_fns' {name: address}: the pool calls addresses)
+        fn = _compiled()["addrs"]["gc_sdot"]   # (the pool calls addresses)
         spread([[(fn, (a, b, w + 4 * ws * t, M, N, lda, ldb, k0, k1, *seg))
                            for t, (k0, k1) in enumerate(zip(bounds, bounds[1:]))]], threads)
     total(w, n, ws, c, M, N, N)

@@ -42,7 +42,7 @@ from graphc.backends.llvm_pool import aligned
 MR, MR4, NR, KC, MC, NC = 6, 4, 16, 512, 144, 2048  # KC, MC: measured best of a small
                                                     # sweep (1024^2, 1 thread)
 C_T = 4  # a flag of gc_sgemm's `packed` argument (0-3: how B is packed): C stored transposed
-_FN: list = []
+_FN: dict = {}  # the compiled module's ctypes functions by name, its addresses, its engine
 
 
 def _module_text() -> str:
@@ -192,44 +192,42 @@ def row_split(mc: int) -> int:
     return mc - 4 if rem == 4 else mc - 8 if rem == 2 and mc >= 8 else mc
 
 
-def sgemm_fn():
-    """The compiled gc_sgemm as a ctypes function (compiled once, cached on disk)."""
+def _compiled() -> dict:
     if not _FN:
         from graphc.backends.llvm import jit_info
         # O2 with unrolling: as fast as O3 on 1024^2, 128x784x512 and 32x160x512 (same
         # GFLOP/s within noise) and compiled in 0.65 s instead of 1.4 s, most of W1's first call
         addrs, info = jit_info(_module_text(), ["gc_sgemm", "gc_pack_b", "gc_sgemm_batch"], 2,
                                True)
-        _FN.append(ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 3, *[ctypes.c_int64] * 5,
-                                    ctypes.c_void_p, ctypes.c_void_p,
-                                    *[ctypes.c_int64] * 6)(addrs["gc_sgemm"]))
-        _FN.append(info)  # keeps the engine alive
-        _FN.append(ctypes.CFUNCTYPE(None, ctypes.c_void_p, *[ctypes.c_int64] * 4,
-                                    ctypes.c_void_p)(addrs["gc_pack_b"]))
-        _FN.append(ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 3, *[ctypes.c_int64] * 3,
-                                    ctypes.c_void_p, ctypes.c_void_p, *[ctypes.c_int64] * 5,
-                                    ctypes.c_void_p)(addrs["gc_sgemm_batch"]))
-        _FN.append(addrs)
-    return _FN[0]
+        p, i = ctypes.c_void_p, ctypes.c_int64
+        _FN.update(
+            sgemm=ctypes.CFUNCTYPE(None, p, p, p, *[i] * 5, p, p, *[i] * 6)(addrs["gc_sgemm"]),
+            pack_b=ctypes.CFUNCTYPE(None, p, *[i] * 4, p)(addrs["gc_pack_b"]),
+            batch=ctypes.CFUNCTYPE(None, p, p, p, *[i] * 3, p, p, *[i] * 5, p)(
+                addrs["gc_sgemm_batch"]),
+            addrs=addrs, engine=info)  # (the engine kept alive with its functions)
+    return _FN
+
+
+def sgemm_fn():
+    """The compiled gc_sgemm as a ctypes function (compiled once, cached on disk)."""
+    return _compiled()["sgemm"]
 
 
 def address(name: str) -> int:
     """The address of gc_sgemm, gc_pack_b or gc_sgemm_batch (a pool task's function)."""
-    sgemm_fn()
-    return _FN[4][name]
+    return _compiled()["addrs"][name]
 
 
 def batch_fn():
     """The compiled gc_sgemm_batch (A, B, C, M, N, K, bufA, bufB, rsa, csa, rsb, csb, nb,
     offs) as a ctypes function: whole products t < nb, offs = int64 [a_off, b_off] pairs."""
-    sgemm_fn()
-    return _FN[3]
+    return _compiled()["batch"]
 
 
 def packb_fn():
     """The compiled gc_pack_b (B, rs, cs, kc, cols, out) as a ctypes function."""
-    sgemm_fn()
-    return _FN[2]
+    return _compiled()["pack_b"]
 
 
 def buffer_sizes(K: int, N: int) -> tuple[int, int]:

@@ -162,8 +162,8 @@ class LLVMProgram:
     the call's arena, then the inputs, then the buffers a call allocates (outputs outside the
     arena, view copies), then the constants. A call then only adds integers per kernel
     argument: building numpy views and asking each for `.ctypes.data` cost ~40 us per
-    kernel, more than W3's small LSTM kernels themselves (about 500 kernels per step: 521 as
-    built now).
+    kernel, more than W3's small LSTM kernels themselves (about 500 kernels per step; 552 when
+    last counted).
 
     Per call, batch-1 inference (W5 b1: 7 inputs, 3 kernels) spent ~37 us of CPU time here
     besides the kernels (median, interleaved with the kernels called alone); now ~8: the
