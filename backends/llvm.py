@@ -29,6 +29,7 @@ be `noalias` (`llvm_runtime.in_place`).
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import time
 
@@ -81,6 +82,17 @@ def jit_info(module_text: str, names: list[str], opt: int = 3, unroll: bool = Tr
     disk (backends/llvm_cache.py)."""
     from graphc.backends import llvm_cache
     return llvm_cache.lookup(module_text, names, opt, _target()[0], _machine, unroll)
+
+
+def jit_functions(module_text: str, signatures: dict, opt: int = 3,
+                  unroll: bool = True) -> dict:
+    """JIT a module (`jit_info`) and wrap each function named in `signatures` ({name:
+    ctypes argument types}, returning void) as a ctypes function: {name: function}, plus
+    "addrs" ({name: address}, for the native pool) and "info" (the CompileInfo, which keeps
+    the engine, and so the functions, alive)."""
+    addrs, info = jit_info(module_text, list(signatures), opt, unroll)
+    fns = {name: ctypes.CFUNCTYPE(None, *args)(addrs[name]) for name, args in signatures.items()}
+    return {**fns, "addrs": addrs, "info": info}
 
 
 def clear_memory_cache():

@@ -33,7 +33,7 @@ DM, DN = 2, 5   # register tile: 10 accumulators + 2 A + 1 B vectors of the 16 y
                 # (W2's M = 6, 16 and N = 25, 150 divide exactly: no padded work)
 KB = 1024       # K block: (DM + DN) rows x 4 KiB per tile, reused from L1/L2 (256: 1.5x slower
                 # at W2's conv1 weight gradient, 4096: 1.2x; one thread)
-_FN: dict = {}  # the compiled module's ctypes functions by name, its addresses, its engine
+_FN: dict = {}  # llvm.jit_functions of this module, once compiled
 
 
 def wsize(M: int, N: int) -> int:
@@ -176,20 +176,19 @@ def _module_text() -> str:
 
 
 def _compiled() -> dict:
+    """The module's functions (backends/llvm.py's jit_functions), compiled on first use."""
     if not _FN:
-        from graphc.backends.llvm import jit_info
-        addrs, info = jit_info(_module_text(), ["gc_sdot", "gc_sdot_sum"], 3, True)
+        from graphc.backends.llvm import jit_functions
         p, i = ctypes.c_void_p, ctypes.c_int64
-        _FN.update(dot=ctypes.CFUNCTYPE(None, p, p, p, *[i] * 8)(addrs["gc_sdot"]),
-                   total=ctypes.CFUNCTYPE(None, p, i, i, p, i, i, i)(addrs["gc_sdot_sum"]),
-                   addrs=addrs, engine=info)  # (the engine kept alive with its functions)
+        _FN.update(jit_functions(_module_text(), {"gc_sdot": (p, p, p, *[i] * 8),
+                                                  "gc_sdot_sum": (p, i, i, p, i, i, i)}, 3))
     return _FN
 
 
 def dot_fns():
     """(gc_sdot, gc_sdot_sum) as ctypes functions (compiled once, cached like every kernel)."""
     f = _compiled()
-    return f["dot"], f["total"]
+    return f["gc_sdot"], f["gc_sdot_sum"]
 
 
 NOSEG = 1 << 60  # la for an A contiguous along all of K: one segment

@@ -42,7 +42,7 @@ from graphc.backends.llvm_pool import aligned
 MR, MR4, NR, KC, MC, NC = 6, 4, 16, 512, 144, 2048  # KC, MC: measured best of a small
                                                     # sweep (1024^2, 1 thread)
 C_T = 4  # a flag of gc_sgemm's `packed` argument (0-3: how B is packed): C stored transposed
-_FN: dict = {}  # the compiled module's ctypes functions by name, its addresses, its engine
+_FN: dict = {}  # llvm.jit_functions of this module, once compiled
 
 
 def _module_text() -> str:
@@ -193,25 +193,22 @@ def row_split(mc: int) -> int:
 
 
 def _compiled() -> dict:
+    """The module's functions (backends/llvm.py's jit_functions), compiled on first use."""
     if not _FN:
-        from graphc.backends.llvm import jit_info
+        from graphc.backends.llvm import jit_functions
+        p, i = ctypes.c_void_p, ctypes.c_int64
         # O2 with unrolling: as fast as O3 on 1024^2, 128x784x512 and 32x160x512 (same
         # GFLOP/s within noise) and compiled in 0.65 s instead of 1.4 s, most of W1's first call
-        addrs, info = jit_info(_module_text(), ["gc_sgemm", "gc_pack_b", "gc_sgemm_batch"], 2,
-                               True)
-        p, i = ctypes.c_void_p, ctypes.c_int64
-        _FN.update(
-            sgemm=ctypes.CFUNCTYPE(None, p, p, p, *[i] * 5, p, p, *[i] * 6)(addrs["gc_sgemm"]),
-            pack_b=ctypes.CFUNCTYPE(None, p, *[i] * 4, p)(addrs["gc_pack_b"]),
-            batch=ctypes.CFUNCTYPE(None, p, p, p, *[i] * 3, p, p, *[i] * 5, p)(
-                addrs["gc_sgemm_batch"]),
-            addrs=addrs, engine=info)  # (the engine kept alive with its functions)
+        _FN.update(jit_functions(_module_text(), {
+            "gc_sgemm": (p, p, p, *[i] * 5, p, p, *[i] * 6),
+            "gc_pack_b": (p, *[i] * 4, p),
+            "gc_sgemm_batch": (p, p, p, *[i] * 3, p, p, *[i] * 5, p)}, 2, True))
     return _FN
 
 
 def sgemm_fn():
     """The compiled gc_sgemm as a ctypes function (compiled once, cached on disk)."""
-    return _compiled()["sgemm"]
+    return _compiled()["gc_sgemm"]
 
 
 def address(name: str) -> int:
@@ -222,12 +219,12 @@ def address(name: str) -> int:
 def batch_fn():
     """The compiled gc_sgemm_batch (A, B, C, M, N, K, bufA, bufB, rsa, csa, rsb, csb, nb,
     offs) as a ctypes function: whole products t < nb, offs = int64 [a_off, b_off] pairs."""
-    return _compiled()["batch"]
+    return _compiled()["gc_sgemm_batch"]
 
 
 def packb_fn():
     """The compiled gc_pack_b (B, rs, cs, kc, cols, out) as a ctypes function."""
-    return _compiled()["pack_b"]
+    return _compiled()["gc_pack_b"]
 
 
 def buffer_sizes(K: int, N: int) -> tuple[int, int]:

@@ -28,14 +28,16 @@ llvmlite's IRBuilder has no distinct metadata nodes; a self-referential node (th
 LLVM requires as first operand) is made by creating the node and then setting its operands,
 as the IR text `!5 = !{ !5, ... }` that LLVM parses as a cycle (hence unique).
 
-An innermost loop that computes exp or tanh (backends/llvm_math.py: a polynomial of a dozen
-dependent fmas, and tanh's division) gets `llvm.loop.interleave.count` 2: the vectoriser then
-computes two independent <8 x float> vectors an iteration, which the CPU overlaps, where the
-cost model chose one (it weighs instruction counts, not latency). Measured, old and new
-compiled into one process and timed interleaved: in cache
-(32K floats, one thread) W4's chain 0.90x the time, exp(-x*x) 0.90x, sigmoid 0.86x, tanh
-0.94x; W4's chain on 4M floats 0.91-0.94x; log, where it made no difference, is left alone,
-and W1-W3 stayed within the noise (0.96-1.02x). Interleaving 4 was no better.
+An innermost loop that computes exp or tanh (backends/llvm_math.py: a range reduction and a
+polynomial, about ten dependent fmas, and tanh's division) gets `llvm.loop.interleave.count`
+2: the vectoriser then computes two independent <8 x float> vectors an iteration, which the
+CPU overlaps, where the cost model chose one (it weighs instruction counts, not latency).
+Measured, old and new compiled into one process and timed interleaved: in cache (32K
+floats, one thread) W4's chain 0.90x the time, exp(-x*x) 0.90x, sigmoid 0.86x, tanh
+0.94x (the two-branch tanh of then); W4's chain on 4M floats 0.91-0.94x; log, where it made
+no difference, is left alone, and W1-W3 stayed within the noise (0.96-1.02x). Interleaving 4
+was no better, also with today's one-formula tanh (W4's chain on 4M floats, 2 threads: 1, 3
+and 4 against 2 took 1.06x, 1.07x, 1.00x).
 """
 from __future__ import annotations
 
@@ -67,8 +69,8 @@ def register_row(loop: K.Loop) -> bool:
 
 def interleaved(loop: K.Loop) -> bool:
     """Is `loop` an innermost loop computing a float32 exp or tanh (backends/llvm_math.py's
-    polynomials; float64 has no IR polynomial: llvm.exp, libm's tanh): the loop that is vectorised with INTERLEAVE
-    independent vectors an iteration?"""
+    polynomials; float64 has no IR polynomial: llvm.exp, libm's tanh): the loop that is
+    vectorised with INTERLEAVE independent vectors an iteration?"""
     if any(isinstance(s, K.Loop) for s in loop.body):
         return False
     return any(isinstance(x, K.Unary) and x.op in ("exp", "tanh") and x.dtype is DType.float32

@@ -3,8 +3,8 @@ vectorise (the loop vectoriser turns them into <8 x float> code on AVX2; a call 
 tanhf, or llvm.exp without a vector library, keeps a loop scalar).
 
     exp   n = rint(x/ln2) (from the bits of fma(x, 1/ln2, 1.5*2^23)), r = x - n*ln2
-          (Cody-Waite, two fma), degree-6 polynomial on |r| <= ln2/2 (Cephes expf
-          coefficients), times 2^n built from the exponent bits in two halves (so subnormal
+          (Cody-Waite, two fma), r + r^2 P(r) with P of degree 5 on |r| <= ln2/2 (Cephes
+          expf coefficients), times 2^n built from the exponent bits in two halves (so subnormal
           results and overflow to inf come out right)
     log   x = m * 2^e with m in [sqrt(1/2), sqrt(2)) from the bits (subnormals scaled by 2^23
           first), f = m - 1, log(1+f) = f - f^2/2 + f^3 P(f) (Cephes logf, degree 8),
@@ -19,19 +19,19 @@ IEEE (no fast-math flags are needed; vfmadd on x86). float64 keeps the LLVM intr
 libm (exact to libm, not vectorised).
 
 Max error against numpy's float32 results, measured on a grid of 8M points on [-10, 10]:
-exp 2 ulp, log 4 ulp (130 points over 2, near x = 0.78), tanh 3 ulp; on the sweep of
-tests/backends/test_llvm_math.py (random bit patterns over the whole finite range, grids,
-exp-spaced values, specials) exp 2, log 3, tanh 3. tanh's E/(E + 2) rounds E + 2 before
-the division, which near |x| = 0.06 costs up to 3 ulp (2 grid points; 0.2% over 1 ulp); the
-two-branch tanh it replaced (a small-|x| polynomial beside 1 - 2/(exp(2|x|) + 1)) measured
-2 ulp on that grid and took 1.37x the time.
-Speed (old and new compiled into one process, timed interleaved, medians;
-/tmp/s8/ab_math.py), 4M float32 on 2 cores: tanh 1.82 ms (two-branch 2.50), tanh(0.5x + 1)
-1.93 (2.78), W4's chain 3.53 (4.08), exp 1.61, 1/(1 + exp(-x)) 1.83. Polynomials evaluated
-in pairs then Horner in x^2 (`_poly`) against plain Horner, 256K floats on one core: log
-0.93x, W4's chain 0.97x, exp and tanh unchanged. Taking n from the bits of
-fma(x, 1/ln2, 1.5*2^23) instead of rint + fptosi and no NaN select had taken W4's chain from
-2.01 to 1.62 ns an element (one thread).
+exp 2 ulp, log 4 ulp (130 points over 2, near x = 0.78; plain Horner gave the same), tanh 3
+ulp; on the sweep of tests/backends/test_llvm_math.py (random bit patterns over the whole
+finite range, grids, exp-spaced values, specials, the grid's worst points) exp 2, log 4,
+tanh 3. tanh's E/(E + 2) rounds E + 2 before the division, which near |x| = 0.06 costs up
+to 3 ulp (2 grid points; 0.2% over 1 ulp); the two-branch tanh it replaced (a small-|x|
+polynomial beside 1 - 2/(exp(2|x|) + 1)) measured 2 ulp on that grid and took 1.37x the
+time.
+Speed (old and new compiled into one process, timed interleaved, medians), 4M float32 on
+2 cores: tanh 1.82 ms (two-branch 2.50), tanh(0.5x + 1) 1.93 (2.78), W4's chain 3.53
+(4.08), exp 1.61, 1/(1 + exp(-x)) 1.83. Polynomials evaluated in pairs then Horner in x^2
+(`_poly`) against plain Horner, 256K floats on one core: log 0.93x, W4's chain 0.97x, exp
+and tanh unchanged. Taking n from the bits of fma(x, 1/ln2, 1.5*2^23) instead of rint +
+fptosi and no NaN select had taken W4's chain from 2.01 to 1.62 ns an element (one thread).
 """
 from __future__ import annotations
 
@@ -59,10 +59,11 @@ def _fma(g, a, b, c):
 
 
 def _poly(g, x, x2, coeffs):
-    """The polynomial with `coeffs` (highest power first) at x, given x2 = x*x: pairs
-    c_2j + c_2j+1 x (independent fmas), then Horner in x2. As many fmas as Horner in x, about
-    half the chain of dependent ones, which is what bounds these loops (an fma's latency is 4
-    cycles, and the CPU overlaps only a few loop iterations)."""
+    """The polynomial with `coeffs` (highest power first) at x, given x2 = x*x: with c_k
+    the coefficient of x^k, pairs c_2j + c_2j+1 x (independent fmas), then Horner in x2. As
+    many fmas as Horner in x, fewer of them dependent (exp's 6 coefficients: 3 instead of 5,
+    log's 9: 5 instead of 8), and the dependent chain is what bounds these loops (an fma's
+    latency is 4 cycles, and the CPU overlaps only a few loop iterations)."""
     lo = [_f(g, c) for c in coeffs[::-1]]
     pairs = [_fma(g, lo[k + 1], x, lo[k]) if k + 1 < len(lo) else lo[k]
              for k in range(0, len(lo), 2)]
@@ -107,7 +108,7 @@ def _expm1_parts(g, x):
     r = _fma(g, n, _f(g, -1.428606765330187045e-06), r)
     r2 = b.fmul(r, r)
     p = _fma(g, _poly(g, r, r2, EXP_P), r2, r)
-    return p, b.sub(b.bitcast(t, i32), _i(g, SHIFTER_BITS))   # n, in [-150, 129]
+    return p, b.sub(b.bitcast(t, i32), _i(g, SHIFTER_BITS))  # n (exp: in [-150, 128])
 
 
 def log_f32(g, x):
@@ -139,7 +140,8 @@ def log_f32(g, x):
 def tanh_f32(g, x):
     """sign(x) E/(E + 2), E = expm1(2|x|): one formula for every |x| (a separate small-|x|
     polynomial cost a second polynomial and a select in every vector lane). E = 2^n p + (2^n
-    - 1) is one fma: 2^n - 1 is exact, and for n = 0 (|x| < 0.17) E is p itself, accurate
+    - 1) is one fma: 2^n - 1 is exact for n <= 24 (|x| < 8.5; above, the result rounds to
+    within an ulp of 1 either way), and for n = 0 (|x| < 0.17) E is p itself, accurate
     relative to x, so tanh(x) ~ x keeps its digits down to subnormal x."""
     b, t = g.b, x.type
     ax = b.call(g.module.declare_intrinsic("llvm.fabs", [t]), [x])

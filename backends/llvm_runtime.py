@@ -4,8 +4,8 @@ checks, the arena, each kernel argument's address planned once, and runs of kern
 by one native driver function (backends/llvm_driver.py).
 
 Threads: a kernel whose loops do at least PARALLEL_MIN_WORK iterations (one computing an exp,
-log, tanh, ... counting as COSTLY) splits its parallel (outermost) loop into one chunk per
-thread, run by the native worker pool (backends/llvm_pool.py) and the calling thread.
+log, tanh, ... counting as COSTLY_WEIGHT) splits its parallel (outermost) loop into one chunk
+per thread, run by the native worker pool (backends/llvm_pool.py) and the calling thread.
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from graphc.backends.runtime import arena_bytes, arena_offset
 from graphc.interpret import check_args
 from graphc.ir import Graph, Node, register_internal_dir
 from graphc.lower_matmul import SPLIT_COLUMNS_WORK
+from graphc.passes.fusion import COSTLY
 from graphc.ops import Op
 
 register_internal_dir(__file__)
@@ -98,22 +99,24 @@ def addresses(arrays) -> list[int]:
     return [_c_void_p.from_address(id(a) + _DATA_AT).value or 0 for a in arrays]
 
 
-# an exp, log, tanh, sin, cos or pow counts as this many loop iterations when deciding on
-# threads: vectorised, a float32 exp took 0.48 ns an element on one core, 8x a GEMV's
-# multiply-add (400K of them took ~25 us); counted as 1, a 256x1024 softmax (786K
-# iterations, 211 us on one thread) stayed on one thread
-COSTLY, COSTLY_OPS = 8, frozenset({"exp", "log", "tanh", "sin", "cos", "pow"})
+# an exp, log, tanh, sin, cos or pow (the fusion pass's COSTLY ops) counts as this many loop
+# iterations when deciding on threads: vectorised, a float32 exp took 0.48 ns an element on
+# one core, 8x a GEMV's multiply-add (400K of them took ~25 us); counted as 1, a 256x1024
+# softmax (786K iterations, 211 us on one thread) stayed on one thread
+COSTLY_WEIGHT = 8
+COSTLY_OPS = frozenset(op.value for op in COSTLY)
 
 
 def _work(body) -> int:
-    """Loop iterations of a statement list (all nesting levels), each weighted by its
-    costly math (COSTLY), to decide on threading."""
+    """Loop iterations of a statement list (all nesting levels), each weighted by the
+    costly math of its own statements (COSTLY_WEIGHT per distinct exp, log, ...), to decide
+    on threading."""
     total = 0
     for s in body:
         if isinstance(s, K.Loop):
-            own = sum(COSTLY for st in s.body if not isinstance(st, K.Loop)
-                      for v in K.values(st) if isinstance(v, (K.Unary, K.Binary))
-                      and v.op in COSTLY_OPS)
+            costly = {v for st in s.body if not isinstance(st, K.Loop) for v in K.values(st)
+                      if isinstance(v, (K.Unary, K.Binary)) and v.op in COSTLY_OPS}
+            own = COSTLY_WEIGHT * len(costly)
             total += s.extent * max(1, own + _work(s.body))
     return total
 
@@ -162,8 +165,7 @@ class LLVMProgram:
     the call's arena, then the inputs, then the buffers a call allocates (outputs outside the
     arena, view copies), then the constants. A call then only adds integers per kernel
     argument: building numpy views and asking each for `.ctypes.data` cost ~40 us per
-    kernel, more than W3's small LSTM kernels themselves (about 500 kernels per step; 552 when
-    last counted).
+    kernel, more than W3's small LSTM kernels themselves (about 550 kernels per step).
 
     Per call, batch-1 inference (W5 b1: 7 inputs, 3 kernels) spent ~37 us of CPU time here
     besides the kernels (median, interleaved with the kernels called alone); now ~8: the

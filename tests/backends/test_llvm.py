@@ -155,19 +155,35 @@ def test_large_kernels_split_over_threads_agree(monkeypatch):
         np.testing.assert_allclose(got[2], x @ w, rtol=1e-10, atol=1e-12)
 
 
-
 def test_costly_math_counts_towards_threading():
-    # a 256x1024 softmax (786K iterations, 1/4 of them exp) splits; the same loops without
-    # the exp stay on one thread (both under PARALLEL_MIN_WORK counted as plain iterations)
+    # exp(x - max(x)) over 256x1024: 524K iterations, half of them an exp, so it splits; the
+    # same loops without the exp stay on one thread (both under PARALLEL_MIN_WORK counted as
+    # plain iterations)
     from graphc.backends import llvm_runtime
     x = np.ones((256, 1024), np.float32)
     chunks = {}
-    for name, f in (("softmax", lambda x: gc.exp(x - gc.max(x, axis=1, keepdims=True))),
+    for name, f in (("exp", lambda x: gc.exp(x - gc.max(x, axis=1, keepdims=True))),
                     ("plain", lambda x: x - gc.max(x, axis=1, keepdims=True))):
         steps = gc.compile(f, backend=llvm_backend.LLVMBackend(threads=2)).lower(x).program.steps
         chunks[name] = max(s.chunks for s in steps)
     assert x.size * 2 < llvm_runtime.PARALLEL_MIN_WORK
-    assert chunks == {"softmax": 2, "plain": 1}
+    assert chunks == {"exp": 2, "plain": 1}
+
+
+def test_work_weighs_costly_math_where_it_runs():
+    from graphc import kernel as K
+    from graphc.backends.llvm_runtime import COSTLY_WEIGHT as W, _work
+    from graphc.types import DType
+    buf = K.Buffer("x", (4, 3), DType.float32, "in")
+    out = K.Buffer("out", (4, 3), DType.float32, "out")
+    ld = K.Load(buf, K.Var("j"))
+    e = K.Unary("exp", ld)
+    inner = lambda v: K.Loop("j", 3, (K.Store(out, K.Var("j"), v),))  # noqa: E731
+    assert _work((K.Loop("i", 4, (inner(ld),)),)) == 4 * 3
+    assert _work((K.Loop("i", 4, (inner(K.Binary("add", e, e)),)),)) == 4 * 3 * W  # one exp
+    assert _work((K.Loop("i", 4, (K.Let("t", e), inner(ld))),)) == 4 * (W + 3)
+
+
 def test_fast_math_option():
     x = np.random.default_rng(0).standard_normal((64, 33)).astype(np.float32)
     f = gc.compile(lambda x: gc.sum(gc.exp(x) * x, axis=1), backend=llvm_backend.LLVMBackend(

@@ -1,5 +1,5 @@
 """float32 exp/log/tanh of the LLVM backend (backends/llvm_math.py): max ulp error against
-numpy over a sweep (random bit patterns over the whole finite range, a dense grid, special
+numpy over a sweep (random bit patterns over the whole finite range, dense grids, special
 values), and the loops vectorise (<8 x float>-style vector code, no libm call left)."""
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import pytest
 import graphc as gc
 
 L = pytest.importorskip("graphc.backends.llvm")
-MAX_ULP = {"exp": 2, "log": 3, "tanh": 3}  # measured: exp 2, log 3, tanh 3 (see module doc)
+MAX_ULP = {"exp": 2, "log": 4, "tanh": 3}  # measured: exp 2, log 4, tanh 3 (see module doc)
 
 
 def _ulp(a, b):
@@ -24,8 +24,12 @@ def _sweep():
     rng = np.random.default_rng(0)
     bits = rng.integers(0, 2 ** 32, 300_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
     special = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1.1754942e-38, 1.17549435e-38,
-               88.72, 88.73, -87.33, -103.9, -104.0, -110.0, 1.0, 2.0, 0.625, -0.625, 9.0,
-               -9.0, 20.0, -20.0, 3.4e38, -3.4e38]
+               88.72, 88.73, -87.33, -103.9, -104.0, -110.0, 1.0, 2.0, 9.0, -9.0, 20.0,
+               -20.0, 3.4e38, -3.4e38,
+               # tanh: n 0 -> 1 in E = expm1(2|x|), its 3-ulp region, n = 25 (2^n - 1 no
+               # longer exact), rounding to 1.0f, the clamp; log: its 4-ulp region
+               0.1733, -0.1733, 0.062515, -0.062515, 8.49, -8.49, 9.02, -9.02, 10.0, -10.0,
+               0.7805175]
     return np.concatenate([bits[np.isfinite(bits)], np.float32(special),
                            np.linspace(-30, 30, 60001, dtype=np.float32),
                            np.linspace(-1, 1, 400001, dtype=np.float32),
