@@ -15,12 +15,13 @@ backends/llvm_codegen.py (the kernel IR as LLVM IR, the op tables),
 backends/llvm_gemm.py (a packed 6x16 FMA GEMM that big float32 matmul kernels run on, their
 elementwise epilogue after it; its IR in llvm_gemm_ir.py and llvm_gemm_parts.py, skinny
 products as dot products in llvm_gemm_dot.py), backends/llvm_cache.py (compiled object code
-cached in memory and on disk, `$GRAPHC_CACHE_DIR` or ~/.cache/graphc; `program.compile_info`
-tells where the code came from and how long each phase took), backends/llvm_runtime.py (calling the kernels:
-threads, the arena, argument addresses), backends/llvm_pool.py (native worker threads that
-take kernel and GEMM chunks), backends/llvm_driver.py (runs of kernels called by
-one native function), backends/llvm_loops.py (loop metadata: the one-row matmul's output
-row kept in registers, two vectors an iteration in exp and tanh loops). Before code
+cached in memory and on disk, `$GRAPHC_CACHE_DIR` or ~/.cache/graphc;
+`program.compile_info` tells where the code came from and how long each phase took),
+backends/llvm_runtime.py (calling the kernels: threads, the arena, argument addresses),
+backends/llvm_pool.py (native worker threads that take kernel and GEMM chunks),
+backends/llvm_driver.py (runs of kernels called by one native function),
+backends/llvm_loops.py (loop metadata: the one-row matmul's output row kept in registers,
+two vectors an iteration in exp and tanh loops). Before code
 generation each kernel's loops are partitioned where a pad/concat bounds check changes
 (`graphc.kernel_sched.partition`), nests that walk memory contiguously become one loop
 (`graphc.kernel_layout.collapse`: LLVM leaves loops of fewer than 16 iterations scalar),

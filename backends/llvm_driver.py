@@ -64,9 +64,8 @@ def runs_of(simple: list[bool], min_len: int = 2) -> list[list[int]]:
 def build(runs: list[list[tuple[int, list[tuple[int, int]], int]]]):
     """({r: ctypes function (fns, base)}, CompileInfo keeping the code alive)."""
     import ctypes
-    from graphc.backends.llvm import jit_info
-    names = [f"graphc_run{r}" for r in range(len(runs))]
-    addrs, info = jit_info(module_text(runs), names, DRIVER_OPT)
+    from graphc.backends.llvm import jit_functions
     arr = ctypes.POINTER(ctypes.c_int64)
-    proto = ctypes.CFUNCTYPE(None, arr, arr)
-    return {r: proto(addrs[n]) for r, n in enumerate(names)}, info
+    fns = jit_functions(module_text(runs), {f"graphc_run{r}": (arr, arr)
+                                            for r in range(len(runs))}, DRIVER_OPT)
+    return {r: fns[f"graphc_run{r}"] for r in range(len(runs))}, fns["info"]

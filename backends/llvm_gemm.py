@@ -22,7 +22,6 @@ last layer) runs as C^T = B^T @ A^T that way, C written transposed (the C_T flag
 from __future__ import annotations
 
 import ctypes
-import threading
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -34,8 +33,8 @@ from graphc.types import DType
 from graphc.backends import llvm_gemm_dot as D
 from graphc.backends.llvm_gemm_dot import NOSEG
 from graphc.backends.llvm_gemm_ir import (C_T, KC, MC, MR, NC, NR, address,
-                                          batch_fn, buffer_sizes, kept, sgemm_fn)
-from graphc.backends.llvm_pool import SLOT_A, SLOT_B, Slot, aligned, spread
+                                          batch_fn, buffer_sizes, sgemm_fn)
+from graphc.backends.llvm_pool import SLOT_A, SLOT_B, Slot, kept_address, spread
 
 MIN_M, MIN_N, MIN_WORK = 4, 8, 1 << 18   # below: the loop kernel (packing would not pay)
 THREAD_WORK = 1 << 22  # multiply-adds per thread below which a GEMM stays on fewer threads
@@ -218,19 +217,10 @@ def plan(node, kernel: K.Kernel):
     return spec, (None if epi is None else replace(kernel, body=epi))
 
 
-_TLS = threading.local()
-
-
 def _bufs(K_: int, N: int) -> tuple[int, int]:
-    """The addresses of this thread's packing buffers (A block, B panel), kept and grown as
-    needed (never freed mid-call; the addresses kept too: `.ctypes.data` costs ~2.5 us)."""
+    """The addresses of this thread's packing buffers (A block, B panel)."""
     na, nb = buffer_sizes(K_, N)
-    got = getattr(_TLS, "bufs", None)
-    if got is None or got[0].size < na or got[1].size < nb:
-        old = (0, 0) if got is None else (got[0].size, got[1].size)
-        got = (aligned(max(na, old[0])), aligned(max(nb, old[1])))
-        _TLS.bufs = got = got + (got[0].ctypes.data, got[1].ctypes.data)
-    return got[2], got[3]
+    return kept_address("a_block", na), kept_address("b_panel", nb)
 
 
 SHARE_B = True     # multi-threaded single GEMMs: pack B once, shared by all threads
@@ -281,7 +271,7 @@ def _chunk_rows(M: int, work: int, threads: int) -> int:
 def _shared_b(a, b, c, M, N, K_, st, threads):
     """One GEMM on several threads: B packed once into a shared buffer (its slivers split
     into one part per thread), then row chunks computed against it."""
-    out = kept("packed_b", K_ * (-(-N // NR) * NR)).ctypes.data
+    out = kept_address("packed_b", K_ * (-(-N // NR) * NR))
     parts = max(1, min(threads, -(-N // NR)))
     pack = [t for p in range(parts) for t in _pack_tasks(b, st[2], st[3], N, K_, out, p, parts)]
     rows, fn = _chunk_rows(M, M * N * K_, threads), address("gc_sgemm")

@@ -25,15 +25,14 @@ updates cost more than the few multiply-adds each B element takes part in (`dot_
 from __future__ import annotations
 
 import ctypes
+import functools
 
-from graphc.backends.llvm_gemm_ir import kept
-from graphc.backends.llvm_pool import aligned, spread
+from graphc.backends.llvm_pool import aligned, kept_address, spread
 
 DM, DN = 2, 5   # register tile: 10 accumulators + 2 A + 1 B vectors of the 16 ymm registers
                 # (W2's M = 6, 16 and N = 25, 150 divide exactly: no padded work)
 KB = 1024       # K block: (DM + DN) rows x 4 KiB per tile, reused from L1/L2 (256: 1.5x slower
                 # at W2's conv1 weight gradient, 4096: 1.2x; one thread)
-_FN: dict = {}  # llvm.jit_functions of this module, once compiled
 
 
 def wsize(M: int, N: int) -> int:
@@ -175,14 +174,13 @@ def _module_text() -> str:
     return str(m)
 
 
+@functools.cache
 def _compiled() -> dict:
     """The module's functions (backends/llvm.py's jit_functions), compiled on first use."""
-    if not _FN:
-        from graphc.backends.llvm import jit_functions
-        p, i = ctypes.c_void_p, ctypes.c_int64
-        _FN.update(jit_functions(_module_text(), {"gc_sdot": (p, p, p, *[i] * 8),
-                                                  "gc_sdot_sum": (p, i, i, p, i, i, i)}, 3))
-    return _FN
+    from graphc.backends.llvm import jit_functions
+    p, i = ctypes.c_void_p, ctypes.c_int64
+    return jit_functions(_module_text(), {"gc_sdot": (p, p, p, *[i] * 8),
+                                          "gc_sdot_sum": (p, i, i, p, i, i, i)}, 3)
 
 
 def dot_fns():
@@ -233,11 +231,11 @@ def dot_shape(M: int, N: int, K: int) -> bool:
 def run_dot(a, b, c, M, N, K, lda, ldb, seg, threads: int):
     """C (M x N, contiguous) = A @ B as dot products: A rows at a + 4*i*lda, B columns at
     b + 4*j*ldb, both contiguous along K (A in segments: seg = (la, sa)). K is split into
-    chunks (one W each) taken by up to `threads` threads (backends/llvm_pool.py), then
-    summed."""
+    chunks (one W each, up to MAX_CHUNKS per thread) run on the pool's threads
+    (backends/llvm_pool.py), then summed."""
     n = 1 if threads == 1 else max(1, min(MAX_CHUNKS * threads, K // DOT_CHUNK))
     ws = wsize(M, N)
-    w = kept("dot_sums", n * ws).ctypes.data
+    w = kept_address("dot_sums", n * ws)
     dot, total = dot_fns()
     bounds = [K * t // n // 8 * 8 for t in range(n)] + [K]  # 8-aligned: full vectors
     if n == 1:
@@ -245,7 +243,7 @@ def run_dot(a, b, c, M, N, K, lda, ldb, seg, threads: int):
     else:
         fn = _compiled()["addrs"]["gc_sdot"]   # (the pool calls addresses)
         spread([[(fn, (a, b, w + 4 * ws * t, M, N, lda, ldb, k0, k1, *seg))
-                           for t, (k0, k1) in enumerate(zip(bounds, bounds[1:]))]], threads)
+                 for t, (k0, k1) in enumerate(zip(bounds, bounds[1:]))]], threads)
     total(w, n, ws, c, M, N, N)
 
 

@@ -3,7 +3,8 @@ points (plan and threads: backends/llvm_gemm.py; packing routines and micro-kern
 backends/llvm_gemm_parts.py):
 
     C[m0:m1, :] = A[m0:m1, :] @ B        A: M x K, B: K x N (any element strides: a transposed
-                                         operand packs as well), C: M x N row-major contiguous
+                                         operand packs as well), C: M x N, rows ldc apart
+                                         (C_T: stored transposed)
 
     for jc in 0..N step NC:                 B panel K-block x NC, packed into 16-column slivers
       for pc in 0..K step KC:               (k-major, zero-padded; packed=1: already done;
@@ -33,7 +34,7 @@ call, a pass that left it in L2, and computed its last 2 rows as a padded 6-row 
 from __future__ import annotations
 
 import ctypes
-import threading
+import functools
 
 import numpy as np
 
@@ -42,7 +43,6 @@ from graphc.backends.llvm_pool import aligned
 MR, MR4, NR, KC, MC, NC = 6, 4, 16, 512, 144, 2048  # KC, MC: measured best of a small
                                                     # sweep (1024^2, 1 thread)
 C_T = 4  # a flag of gc_sgemm's `packed` argument (0-3: how B is packed): C stored transposed
-_FN: dict = {}  # llvm.jit_functions of this module, once compiled
 
 
 def _module_text() -> str:
@@ -192,39 +192,34 @@ def row_split(mc: int) -> int:
     return mc - 4 if rem == 4 else mc - 8 if rem == 2 and mc >= 8 else mc
 
 
-def _compiled() -> dict:
-    """The module's functions (backends/llvm.py's jit_functions), compiled on first use."""
-    if not _FN:
-        from graphc.backends.llvm import jit_functions
-        p, i = ctypes.c_void_p, ctypes.c_int64
-        # O2 with unrolling: as fast as O3 on 1024^2, 128x784x512 and 32x160x512 (same
-        # GFLOP/s within noise) and compiled in 0.65 s instead of 1.4 s, most of W1's first call
-        _FN.update(jit_functions(_module_text(), {
-            "gc_sgemm": (p, p, p, *[i] * 5, p, p, *[i] * 6),
-            "gc_pack_b": (p, *[i] * 4, p),
-            "gc_sgemm_batch": (p, p, p, *[i] * 3, p, p, *[i] * 5, p)}, 2, True))
-    return _FN
+@functools.cache
+def compiled() -> dict:
+    """The module's functions (backends/llvm.py's jit_functions), compiled on first use:
+    gc_sgemm, gc_pack_b (B, rs, cs, kc, cols, out) and gc_sgemm_batch by name, "addrs"."""
+    from graphc.backends.llvm import jit_functions
+    p, i = ctypes.c_void_p, ctypes.c_int64
+    # O2 with unrolling: as fast as O3 on 1024^2, 128x784x512 and 32x160x512 (same GFLOP/s
+    # within noise) and compiled in 0.65 s instead of 1.4 s, most of W1's first call
+    return jit_functions(_module_text(), {
+        "gc_sgemm": (p, p, p, *[i] * 5, p, p, *[i] * 6),
+        "gc_pack_b": (p, *[i] * 4, p),
+        "gc_sgemm_batch": (p, p, p, *[i] * 3, p, p, *[i] * 5, p)}, 2, True)
 
 
 def sgemm_fn():
     """The compiled gc_sgemm as a ctypes function (compiled once, cached on disk)."""
-    return _compiled()["gc_sgemm"]
+    return compiled()["gc_sgemm"]
 
 
 def address(name: str) -> int:
     """The address of gc_sgemm, gc_pack_b or gc_sgemm_batch (a pool task's function)."""
-    return _compiled()["addrs"][name]
+    return compiled()["addrs"][name]
 
 
 def batch_fn():
     """The compiled gc_sgemm_batch (A, B, C, M, N, K, bufA, bufB, rsa, csa, rsb, csb, nb,
     offs) as a ctypes function: whole products t < nb, offs = int64 [a_off, b_off] pairs."""
-    return _compiled()["gc_sgemm_batch"]
-
-
-def packb_fn():
-    """The compiled gc_pack_b (B, rs, cs, kc, cols, out) as a ctypes function."""
-    return _compiled()["gc_pack_b"]
+    return compiled()["gc_sgemm_batch"]
 
 
 def buffer_sizes(K: int, N: int) -> tuple[int, int]:
@@ -237,20 +232,6 @@ def buffers(K: int, N: int):
     """Packing buffers for one thread: (A block, B panel)."""
     na, nb = buffer_sizes(K, N)
     return aligned(na), aligned(nb)
-
-
-_KEPT = threading.local()
-
-
-def kept(name: str, n: int) -> np.ndarray:
-    """The calling thread's aligned float32 buffer `name`, at least n long: kept and grown
-    from call to call. Safe to reuse because every caller waits for all the tasks that use
-    it before it returns (a whole packed B, a dot product's partial sums)."""
-    got = getattr(_KEPT, name, None)
-    if got is None or got.size < n:
-        got = aligned(n)
-        setattr(_KEPT, name, got)
-    return got
 
 
 def sgemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, m0: int, m1: int, bufs=None,

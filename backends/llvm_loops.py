@@ -29,7 +29,7 @@ LLVM requires as first operand) is made by creating the node and then setting it
 as the IR text `!5 = !{ !5, ... }` that LLVM parses as a cycle (hence unique).
 
 An innermost loop that computes exp or tanh (backends/llvm_math.py: a range reduction and a
-polynomial, about ten dependent fmas, and tanh's division) gets `llvm.loop.interleave.count`
+polynomial, about seven dependent fmas, and tanh's division) gets `llvm.loop.interleave.count`
 2: the vectoriser then computes two independent <8 x float> vectors an iteration, which the
 CPU overlaps, where the cost model chose one (it weighs instruction counts, not latency).
 Measured, old and new compiled into one process and timed interleaved: in cache (32K

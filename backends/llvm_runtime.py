@@ -27,10 +27,10 @@ register_internal_dir(__file__)
 
 DRIVERS = True   # runs of loop kernels called by one native driver (backends/llvm_driver.py)
 # loop iterations (all levels) below which a kernel runs on one thread: the lowering's own
-# threshold for splitting a one-row product's columns into parts, so a product is split
-# exactly when there are threads to spread the parts over. 2^20: batch-1 inference's 784x512
-# GEMV (400K) split over two threads was slower even on the native pool (a W5 b1 call 80.9
-# -> 88.2 us, both thresholds lowered alike)
+# threshold for splitting a one-row product's columns into parts, so a product split into
+# parts has threads to spread them over (costly math weighs more here: COSTLY_WEIGHT).
+# 2^20: batch-1 inference's 784x512 GEMV (400K) split over two threads was slower even on
+# the native pool (a W5 b1 call 80.9 -> 88.2 us, both thresholds lowered alike)
 PARALLEL_MIN_WORK = SPLIT_COLUMNS_WORK
 
 
@@ -104,7 +104,7 @@ def addresses(arrays) -> list[int]:
 # one core, 8x a GEMV's multiply-add (400K of them took ~25 us); counted as 1, a 256x1024
 # softmax (786K iterations, 211 us on one thread) stayed on one thread
 COSTLY_WEIGHT = 8
-COSTLY_OPS = frozenset(op.value for op in COSTLY)
+_COSTLY_OPS = frozenset(op.value for op in COSTLY)
 
 
 def _work(body) -> int:
@@ -115,7 +115,7 @@ def _work(body) -> int:
     for s in body:
         if isinstance(s, K.Loop):
             costly = {v for st in s.body if not isinstance(st, K.Loop) for v in K.values(st)
-                      if isinstance(v, (K.Unary, K.Binary)) and v.op in COSTLY_OPS}
+                      if isinstance(v, (K.Unary, K.Binary)) and v.op in _COSTLY_OPS}
             own = COSTLY_WEIGHT * len(costly)
             total += s.extent * max(1, own + _work(s.body))
     return total

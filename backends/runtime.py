@@ -6,9 +6,10 @@
     arena_bytes(nodes)    the size of the intermediate arena the plan asks for
     host_outputs(...)     the graph's outputs as fresh numpy arrays (inputs and constants
                           returned unchanged are copied, so callers never alias)
+    cache_dir(sub)        the on-disk cache folder for compiled code (None: caching off)
 
-The OpenCL backend uses all of it; the LLVM backend the first three (it fills its arena's
-output views itself: llvm_runtime.LLVMProgram).
+The OpenCL backend uses all of it; the LLVM backend all but host_outputs (it fills its
+arena's output views itself: llvm_runtime.LLVMProgram).
 """
 from __future__ import annotations
 

@@ -58,7 +58,8 @@ from benchmarks.passes import (_conv_bwd, _conv_fwd, _data, _init, mlp_forward,
                                mlp_numpy, mlp_step, np_softmax_ce, relu, sgd, softmax_ce)
 from benchmarks.timing import BASE, CpuMeter, Row, against_copy, format_table, time_workload
 
-IMPLS = (BASE,) + tuple(others.IMPLS.values())  # every row label, in table order
+IMPLS = (BASE,) + tuple(others.IMPLS.values())  # every implementation's row label, in table
+# order (W4's workloads add timing.COPY)
 
 
 @dataclass

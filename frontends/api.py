@@ -234,7 +234,7 @@ class Compiled:
         parse_passes(passes)  # a bad spec fails here, not at the first call
         self._cache: dict[tuple, Entry] = {}
         self._last: Entry | None = None
-        self._fast: tuple | None = None  # (matcher, run, entry) of the last call, if any
+        self._fast: tuple | None = None  # (matcher, run, entry) of the last all-numpy call
         functools.update_wrapper(self, fn, updated=())
 
     def lower(self, *args) -> Entry:
@@ -292,8 +292,8 @@ class Compiled:
         (the LLVM backend's per-call checks, ~5 us for W5 b1's 7 arrays)."""
         if entry.fast is None:
             match = pytree.matcher(tree, leaves)
-            program = entry.program
-            entry.fast = False if match is None else (match, self._runner(program, exact=True))
+            entry.fast = False if match is None else (match,
+                                                      self._runner(entry.program, exact=True))
         return (*entry.fast, entry) if entry.fast else None
 
     def _runner(self, program, exact: bool = False):
@@ -361,9 +361,9 @@ def compile(fn: Callable, backend: str = "numpy", passes: str | None = None,
     The result is called with numpy arrays (or pytrees of them) and returns numpy arrays
     (a tuple when fn returns several). It traces on the first call for each signature,
     runs the pipeline's stages and caches the program; `.stages`, `.graph(stage)` and
-    `.source` show what it went through. A call with the signature of the last call whose
-    arguments were all non-empty numpy arrays is checked by a function written for it
-    (`pytree.matcher`), without flattening or a cache lookup.
+    `.source` show what it went through. A call with the signature of the last call, when
+    that call's arguments were all non-empty numpy arrays, is checked by a function written
+    for it (`pytree.matcher`), without flattening or a cache lookup.
 
     >>> import numpy as np, graphc as gc
     >>> f = gc.compile(lambda a, b: (a + b) * (b + 1))

@@ -64,8 +64,8 @@ def _windows(xp: Tensor, kernel, stride, dilation, out, lead: int, flip: bool = 
 def _conv_core(x: Tensor, w: Tensor, b, stride, pads, dilation, groups: int, nd: int,
                flip: bool = False) -> Tensor:
     """Batched convolution (cross-correlation), x (N, C, *S), w (O, C/groups, *K):
-    pad, take the Kn = prod(K) kernel-offset windows of the padded input, stack them into an
-    im2col matrix and contract it with the weight reshaped in one matmul: (O, C*Kn) @
+    pad, take the Kn = prod(K) kernel-offset windows of the padded input, stack (groups ==
+    1) or concatenate them into an im2col matrix and contract it with the weight reshaped in one matmul: (O, C*Kn) @
     (C*Kn, N*L), the batch among the columns, when groups == 1, else (G, Og, Kn*Cg) @
     (N, G, Kn*Cg, L), a batched matmul."""
     N, C = x.shape[:2]

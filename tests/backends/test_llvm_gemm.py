@@ -271,6 +271,13 @@ def test_run_two_threads_path(monkeypatch, M, K, N, ta, tb, path):
     assert set(took) == {path}
 
 
+def _column_modes(monkeypatch) -> list:
+    """A list that records the `packed` mode (flags included) of every `_columns` call."""
+    modes = []
+    monkeypatch.setattr(G, "_columns", lambda *a, f=G._columns: modes.append(a[-2]) or f(*a))
+    return modes
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("M,K,N,ta,tb", [(256, 128, 10, True, False), (256, 256, 10, False, False),
                                          (128, 10, 7, False, True), (16, 600, 15, False, False),
@@ -280,8 +287,7 @@ def test_small_n_runs_transposed(monkeypatch, threads, M, K, N, ta, tb):
     block of N rows (`_columns`), C written transposed (the C_T flag: every tile through
     the scratch tile); B^T read in place (mode 2) when A is transposed and N <= MR."""
     monkeypatch.setattr(G, "THREAD_WORK", 1)
-    modes = []
-    monkeypatch.setattr(G, "_columns", lambda *a, f=G._columns: modes.append(a[-2]) or f(*a))
+    modes = _column_modes(monkeypatch)
     _run_single(M, K, N, ta, tb, threads)
     direct = ta and N <= G.MR and K <= G.DIRECT_MAX_K
     assert modes == [(2 if direct else 3) | G.C_T]
@@ -306,8 +312,7 @@ def test_run_b_read_in_place(monkeypatch, threads, M, K, N):
     monkeypatch.setattr(G, "MAX_CHUNKS", 2)
     rng = np.random.default_rng(M + K + N)
     a, bw = _rand(rng, M, K), _rand(rng, K, N + 5)
-    calls = []
-    monkeypatch.setattr(G, "_columns", lambda *a, f=G._columns: calls.append(a[-2]) or f(*a))
+    calls = _column_modes(monkeypatch)
     c = np.full((M, N), np.nan, np.float32)
     spec = G.GemmSpec(0, 1, (K, 1), (N + 5, 1), M, N, K, [0], [0])
     G.run(spec, [a.ctypes.data, bw.ctypes.data, c.ctypes.data], threads)
@@ -341,7 +346,7 @@ def test_conv_weight_gradient_reads_dy_in_place(always_gemm, monkeypatch, thread
 
 
 # ---- one A block: rows in 6- and 4-row slivers, B packed sliver by sliver ----
-from graphc.backends.llvm_gemm_ir import MR, MR4, NR, packb_fn, row_split  # noqa: E402
+from graphc.backends.llvm_gemm_ir import MR, MR4, NR, compiled, row_split  # noqa: E402
 
 
 def test_row_split():
@@ -380,7 +385,7 @@ def test_pack_b_transposed(kc, cols):
     x = _rand(np.random.default_rng(kc), cols, kc)
     nsl = -(-cols // NR)
     out = aligned(nsl * NR * kc)
-    packb_fn()(x.ctypes.data, 1, kc, kc, cols, out.ctypes.data)
+    compiled()["gc_pack_b"](x.ctypes.data, 1, kc, kc, cols, out.ctypes.data)
     want = np.zeros((kc, nsl * NR), np.float32)
     want[:, :cols] = x.T
     got = out.reshape(nsl, kc, NR).transpose(1, 0, 2).reshape(kc, nsl * NR)
@@ -399,8 +404,7 @@ def test_run_small_m_packs_per_sliver(monkeypatch, threads, tb):
     M, K, N = (M, 512, 128) if tb else (M, 160, 512)
     rng = np.random.default_rng(K)
     a, bx = _rand(rng, M, K), _rand(rng, N, K) if tb else _rand(rng, K, N)
-    modes, dots = [], []
-    monkeypatch.setattr(G, "_columns", lambda *a, f=G._columns: modes.append(a[-2]) or f(*a))
+    modes, dots = _column_modes(monkeypatch), []
     monkeypatch.setattr(D, "run_dot", lambda *a, f=D.run_dot: dots.append(1) or f(*a))
     spec = G.GemmSpec(0, 1, (K, 1), (1, K) if tb else (N, 1), M, N, K, [0], [0])
     c = np.full((M, N), np.nan, np.float32)

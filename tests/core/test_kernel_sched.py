@@ -177,7 +177,7 @@ def test_redirect_reads_the_output_buffer():
 
 def test_in_place_kernels_get_noalias_pointers_on_llvm():
     # u = t * 2 over a dying temporary t is written in place (M3); the LLVM backend reads t
-    # through the output's name, so the kernel gets noalias pointers and vectorises
+    # through the output's name, so the kernel gets noalias pointers
     pytest.importorskip("graphc.backends.llvm")
     from graphc.backends.llvm_runtime import _separate
 
