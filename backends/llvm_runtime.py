@@ -20,8 +20,7 @@ from graphc.backends.runtime import arena_bytes, arena_offset
 from graphc.interpret import check_args
 from graphc.ir import Graph, Node, register_internal_dir
 from graphc.lower_matmul import SPLIT_COLUMNS_WORK
-from graphc.passes.fusion import COSTLY
-from graphc.ops import Op
+from graphc.ops import COSTLY, Op
 
 register_internal_dir(__file__)
 
@@ -99,7 +98,7 @@ def addresses(arrays) -> list[int]:
     return [_c_void_p.from_address(id(a) + _DATA_AT).value or 0 for a in arrays]
 
 
-# an exp, log, tanh, sin, cos or pow (the fusion pass's COSTLY ops) counts as this many loop
+# an exp, log, tanh, sin, cos or pow (graphc.ops.COSTLY) counts as this many loop
 # iterations when deciding on threads: vectorised, a float32 exp took 0.48 ns an element on
 # one core, 8x a GEMV's multiply-add (400K of them took ~25 us); counted as 1, a 256x1024
 # softmax (786K iterations, 211 us on one thread) stayed on one thread

@@ -59,7 +59,7 @@ def plan(r, k: K.Kernel):
                 elif not isinstance(st, K.Let):
                     return None
             for st in inner:   # a nest never reads back what it accumulates
-                if _acc_refs(st.value) & set(mine):
+                if any(isinstance(v, K.AccRef) and v.name in mine for v in K.walk(st.value)):
                     return None
             if not mine:
                 return None
@@ -138,8 +138,3 @@ def _nest(lp: K.Loop):
     if any(isinstance(s, K.Loop) for s in body) or any(x.parallel for x in loops):
         return None
     return loops, body
-
-
-def _acc_refs(v) -> set:
-    """The accumulator names a value reads."""
-    return {x.name for x in K.walk(v) if isinstance(x, K.AccRef)}

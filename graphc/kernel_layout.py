@@ -17,8 +17,8 @@ from graphc.kernel_sched import _kernel, _stmts
 
 # ---- collapse: one loop for a perfect nest that walks memory contiguously ---------------------------
 def _indexes(body):
-    """Every index expression in body (stores, loads, random streams); None when a bounds
-    check reads a loop variable (a check on one variable cannot follow a collapsed loop)."""
+    """Every index expression in body (stores, loads, random streams); None when the body
+    has a bounds check (a check on one variable cannot follow a collapsed loop)."""
     out = []
     for s in body:
         if isinstance(s, K.Loop):

@@ -13,7 +13,8 @@ The one technique is index propagation. `value(node, idx)` is the expression for
   matmul      emits DefAcc and a loop over k accumulating a[..., i, k] * b[..., k, j]
               (with row_order, the default, a matmul kernel with an elementwise epilogue and
               a reduction over leading axes are lowered in row order instead:
-              graphc/lower_matmul.py; the OpenCL backend asks for row_order=False)
+              graphc/lower_matmul.py; a backend that maps work-items to output elements
+              asks for row_order=False)
   rand        RandE(key, flat index of idx in the rand node's own shape)
 
 A kernel is then a loop nest over its root's shape storing value(root, idx) (two exceptions:
@@ -42,7 +43,7 @@ import numpy as np
 from graphc.errors import NoRuleError
 from graphc.ir import Graph, Node, apply, at_loc, input_node
 from graphc import kernel as K
-from graphc.ops import BINARY, ELEMENTWISE, REDUCE, Op, UNARY
+from graphc.ops import BINARY, CONTRACTIONS, ELEMENTWISE, REDUCE, Op, UNARY
 from graphc.passes.fusion import INLINE_CONST_ELEMENTS, kernel_kind, row_reductions
 from graphc.lower_matmul import RowMatmul, acc_init
 from graphc.printer import format_node, node_names
@@ -161,7 +162,7 @@ class _Lowerer(RowMatmul):
                 finally:
                     self.scopes.extend(inner)
         v = self.compute(n, idx)
-        if n.op in (Op.SUM, Op.MAX, Op.MATMUL) or (
+        if n.op in CONTRACTIONS or (
                 self.users.get(id(n), 0) > 1 and not isinstance(v, (K.Lit, K.Ref, K.AccRef))):
             if not isinstance(v, (K.AccRef, K.Lit)):
                 name = self.fresh("t")
@@ -351,8 +352,8 @@ def lower_kernel(fused: Node, names: dict | None = None, row_order: bool = True)
     """The kernel for one fused node; `names` (the outer graph's node names) makes the
     provenance lines match the printed graph. `row_order=False` keeps one accumulator per
     output element for matmuls and reductions over leading axes, instead of the row-order
-    loops of graphc/lower_matmul.py that suit a CPU thread walking rows (OpenCL maps
-    work-items to output elements)."""
+    loops of graphc/lower_matmul.py that suit a CPU thread walking rows (for a backend that
+    maps work-items to output elements)."""
     body = fused.attrs["body"]
     bnames = node_names(body)
     head = format_node(fused, names or {})

@@ -49,7 +49,7 @@ def epilogue_keeps_order(body, node) -> bool:
 class RowMatmul:
     """`row_matmul`, `parallel_axis`, `column_reduce`, `reshaped_product` and `concat_parts`,
     for a lowerer with `body`, `value`, `loops`, `emit`, `flat`, `unravel`, `bcast`,
-    `fresh`, `scopes` and `product` (graphc.lower._Lowerer)."""
+    `fresh` and `product` (graphc.lower._Lowerer)."""
 
     def row_matmul(self, out: K.Buffer) -> list | None:
         """A matmul kernel in loop order (batch..., i) k j, accumulating into the output
@@ -75,11 +75,10 @@ class RowMatmul:
         # one row block in all (an inference batch of 1: a matrix-vector product): the
         # parallel loop runs over parts of the columns (bw wide) instead, so the threads
         # share the work. Each k block of 8 rows then streams its rows across the part, 64
-        # columns at a time: the LLVM backend keeps such a 64-wide output row in registers
-        # over the k loop (backends/llvm_loops.py). Full rows are read fastest (784x512 on
-        # one thread: 29 us, as OpenBLAS, against 36 us in two 256-wide parts and 42 us in
-        # 64-wide column blocks down all of k), so a product too small for the LLVM runtime
-        # to split over threads (its PARALLEL_MIN_WORK) has one part of all N columns.
+        # columns at a time (a row a CPU backend can keep in registers over the k loop).
+        # Full rows are read fastest (784x512 on one thread: 29 us against 36 us in two
+        # 256-wide parts and 42 us in 64-wide column blocks down all of k), so a product
+        # under SPLIT_COLUMNS_WORK has one part of all N columns.
         by_cols = nbatch * (M // bi) < 2 and _tile(N, 64) < N
         bw = N
         if by_cols:

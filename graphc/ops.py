@@ -82,7 +82,10 @@ COMPARE = frozenset({Op.LT, Op.LE, Op.GT, Op.GE, Op.EQ, Op.NE})
 BINARY = ARITH | COMPARE
 ELEMENTWISE = UNARY | BINARY | {Op.WHERE}
 REDUCE = frozenset({Op.SUM, Op.MAX})
-MOVEMENT = frozenset({Op.RESHAPE, Op.PERMUTE, Op.EXPAND, Op.SLICE, Op.PAD, Op.CONCAT})
+VIEWS = frozenset({Op.RESHAPE, Op.PERMUTE, Op.EXPAND, Op.SLICE})  # no copy needed
+MOVEMENT = VIEWS | {Op.PAD, Op.CONCAT}  # ops that only choose which element to read
+CONTRACTIONS = REDUCE | {Op.MATMUL}
+COSTLY = frozenset({Op.EXP, Op.LOG, Op.TANH, Op.SIN, Op.COS, Op.POW})  # tens of instructions
 LEAF = frozenset({Op.INPUT, Op.CONST})
 COMMUTATIVE = frozenset({Op.ADD, Op.MUL, Op.MAXIMUM, Op.MINIMUM, Op.EQ, Op.NE})
 

@@ -11,11 +11,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 from graphc.ir import Graph, Node
-from graphc.ops import ELEMENTWISE, Op
+from graphc.ops import ELEMENTWISE, LEAF, VIEWS, Op
 from graphc.passes.schedule import lifetimes, memory_report
 
-VIEWS = {Op.RESHAPE, Op.PERMUTE, Op.EXPAND, Op.SLICE}
-LEAVES = {Op.INPUT, Op.CONST}
 
 
 def flops(n: Node) -> int:
@@ -41,7 +39,7 @@ def ops_of(graph: Graph) -> list[Node]:
     for n in graph.nodes:
         if n.op is Op.FUSED:
             out.extend(ops_of(n.attrs["body"]))
-        elif n.op not in LEAVES:
+        elif n.op not in LEAF:
             out.append(n)
     return out
 
@@ -49,7 +47,7 @@ def ops_of(graph: Graph) -> list[Node]:
 def peak_bytes(graph: Graph) -> int:
     """Peak bytes of intermediate results and outputs when each is freed after its last use
     (views alias their source and keep it alive)."""
-    order = [n for n in graph.nodes if n.op not in LEAVES]
+    order = [n for n in graph.nodes if n.op not in LEAF]
     _, owner, end = lifetimes(order, is_view)
     for o in graph.outputs:
         if id(o) in owner:
@@ -74,7 +72,7 @@ class StageStats:
 
 
 def stage_stats(stage: str, graph: Graph) -> StageStats:
-    kernels = [n for n in graph.nodes if n.op not in LEAVES and not is_view(n)
+    kernels = [n for n in graph.nodes if n.op not in LEAF and not is_view(n)
                and n.op is not Op.GRAD]
     moved = sum(sum(i.type.nbytes for i in {id(i): i for i in k.inputs}.values()) + k.type.nbytes
                 for k in kernels)

@@ -18,8 +18,8 @@ The rule set (every decision is logged with the rule that made it):
      op (exp, log, tanh, sin, cos, pow: tens of instructions per element) of
      COSTLY_MIN_ELEMENTS to COSTLY_MAX_ELEMENTS elements is materialised regardless: it
      stays in cache, so reading it back is cheaper than computing it again (an LSTM's
-     gates, recomputed by each backward kernel, took 11% more of W3's step on llvm; on a
-     backend where a kernel launch is dear the extra kernels cost more: backends/opencl.py).
+     gates, recomputed by each backward kernel, took 11% more of W3's step; more where a
+     kernel launch is dear).
   F5 a reduction or matmul joins its single consumer as that kernel's one contraction when
      the consumer is elementwise over the same shape and the kernel's result has that shape
      too (an epilogue: bias + activation after a matmul, log after a sum; the result is not
@@ -42,14 +42,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from graphc.ir import Graph, Node, apply, at_loc, input_node
-from graphc.ops import ELEMENTWISE, REDUCE, Op
+from graphc.ops import COSTLY, CONTRACTIONS, ELEMENTWISE, MOVEMENT, REDUCE, VIEWS, Op
 
-VIEWS = frozenset({Op.RESHAPE, Op.PERMUTE, Op.EXPAND, Op.SLICE})
-INDEXING = VIEWS | {Op.PAD, Op.CONCAT}  # ops that only choose which element to read
-CONTRACTIONS = REDUCE | {Op.MATMUL}
 INLINE_CONST_ELEMENTS = 16      # constants up to this size are copied into kernel bodies
 RECOMPUTE_MAX_OPS = 8
-COSTLY = frozenset({Op.EXP, Op.LOG, Op.TANH, Op.SIN, Op.COS, Op.POW})  # tens of instructions
 COSTLY_MIN_ELEMENTS, COSTLY_MAX_ELEMENTS = 1 << 11, 1 << 16  # F4: in this range such a value
 # is materialised rather than recomputed in each kernel that reads it (smaller: computing it
 # again costs less than a kernel call; larger: it no longer stays in cache)
@@ -89,7 +85,7 @@ def plan(graph: Graph) -> tuple[set[int], dict[int, set[int]], list[Decision]]:
         contraction[id(n)] = n.op in CONTRACTIONS
         rows[id(n)] = False
         recomputed[id(n)] = 0
-        accepts[id(n)] = n.op in ELEMENTWISE | REDUCE | INDEXING | {Op.RAND}
+        accepts[id(n)] = n.op in ELEMENTWISE | REDUCE | MOVEMENT | {Op.RAND}
         log.append(Decision(n, False, rule, why))
 
     def join(n: Node, ks: set[int], rule: str, why: str):
@@ -223,7 +219,7 @@ def kernel_kind(body: Graph) -> str:
         return "matmul"
     if ops & REDUCE:
         return "reduce"
-    if ops <= INDEXING and ops & {Op.PAD, Op.CONCAT}:
+    if ops <= MOVEMENT and ops & {Op.PAD, Op.CONCAT}:
         return "movement"
     if ops <= VIEWS:
         return "view"

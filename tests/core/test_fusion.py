@@ -17,9 +17,8 @@ import pytest
 import graphc as gc
 from graphc.backends.numpy import NumpyBackend
 from graphc.interpret import interpret
-from graphc.ops import ELEMENTWISE, Op
-from graphc.passes.fusion import (CONTRACTIONS, VIEWS, fuse, kernels, plan, reduces_rows,
-                                   row_reductions)
+from graphc.ops import CONTRACTIONS, ELEMENTWISE, VIEWS, Op
+from graphc.passes.fusion import fuse, kernels, plan, reduces_rows, row_reductions
 from graphc.report import diff
 from graphc.verify import verify
 
