@@ -3,9 +3,9 @@ vectorise (the loop vectoriser turns them into <8 x float> code on AVX2; a call 
 tanhf, or llvm.exp without a vector library, keeps a loop scalar).
 
     exp   n = rint(x/ln2) (from the bits of fma(x, 1/ln2, 1.5*2^23)), r = x - n*ln2
-          (Cody-Waite, two fma), r + r^2 P(r) with P of degree 5 on |r| <= ln2/2 (Cephes
-          expf coefficients), times 2^n built from the exponent bits in two halves (so subnormal
-          results and overflow to inf come out right)
+          (Cody-Waite, two fma), r + r^2 P(r) with P of degree 4 on |r| <= ln2/2 (fitted
+          here, see EXP_P), times 2^n built from the exponent bits in two halves (so
+          subnormal results and overflow to inf come out right)
     log   x = m * 2^e with m in [sqrt(1/2), sqrt(2)) from the bits (subnormals scaled by 2^23
           first), f = m - 1, log(1+f) = f - f^2/2 + f^3 P(f) (Cephes logf, degree 8),
           plus e*ln2 split in two
@@ -18,27 +18,41 @@ log(inf)=inf, tanh(+-inf)=+-1, tanh(-0)=-0. Every fma is the `llvm.fma` intrinsi
 IEEE (no fast-math flags are needed; vfmadd on x86). float64 keeps the LLVM intrinsics /
 libm (exact to libm, not vectorised).
 
-Max error against numpy's float32 results, measured on a grid of 8M points on [-10, 10]:
-exp 2 ulp, log 4 ulp (130 points over 2, near x = 0.78; plain Horner gave the same), tanh 3
-ulp; on the sweep of tests/backends/test_llvm_math.py (random bit patterns over the whole
-finite range, grids, exp-spaced values, specials, the grid's worst points) exp 2, log 4,
-tanh 3. tanh's E/(E + 2) rounds E + 2 before the division, which near |x| = 0.06 costs up
-to 3 ulp (2 grid points; 0.2% over 1 ulp); the two-branch tanh it replaced (a small-|x|
-polynomial beside 1 - 2/(exp(2|x|) + 1)) measured 2 ulp on that grid and took 1.37x the
-time.
+Max error in ulp, measured against the correctly rounded result (numpy's float64 function
+rounded to float32) and against numpy's float32 functions, which are themselves up to exp 2,
+log 3, tanh 1 ulp off (on a grid of 8M points on [-10, 10], and on the sweep of
+tests/backends/test_llvm_math.py: random bit patterns over the whole finite range, grids,
+exp-spaced values, specials, the worst points found):
+
+          correctly rounded   numpy
+    exp   1                   3 (9 grid points over 2)
+    log   1                   4 (130 grid points over 2, near x = 0.78)
+    tanh  2 (0.04% over 1)    3 (32 grid points over 2)
+
+tanh's E/(E + 2) rounds E + 2 before the division, which costs it the second ulp; the
+two-branch tanh it replaced (a small-|x| polynomial beside 1 - 2/(exp(2|x|) + 1)) took 1.37x
+the time.
 Speed (old and new compiled into one process, timed interleaved, medians), 4M float32 on
 2 cores: tanh 1.82 ms (two-branch 2.50), tanh(0.5x + 1) 1.93 (2.78), W4's chain 3.53
 (4.08), exp 1.61, 1/(1 + exp(-x)) 1.83. Polynomials evaluated in pairs then Horner in x^2
 (`_poly`) against plain Horner, 256K floats on one core: log 0.93x, W4's chain 0.97x, exp
 and tanh unchanged. Taking n from the bits of fma(x, 1/ln2, 1.5*2^23) instead of rint +
 fptosi and no NaN select had taken W4's chain from 2.01 to 1.62 ns an element (4M floats,
-2 threads).
+2 threads). Degree 4 for P instead of Cephes expf's 5 (the same 1 ulp from the correctly
+rounded exp; against numpy 3 ulp where it was 2), fma(p, 2^n1, 2^n1) for (p + 1) 2^n1 and
+tanh's reduction without 2|x| (`_expm1_parts`), 256K floats on one core: exp 0.85x, tanh
+0.94x, W4's chain 0.92x.
 """
 from __future__ import annotations
 
 LN2_HI, LN2_LO = 0.693359375, -2.12194440e-4
-EXP_P = (1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
-         1.6666665459e-1, 5.0000001201e-1)
+# P in expm1(r) = r + r^2 P(r), highest power first: fitted for the least maximum error
+# relative to exp(r) on |r| <= ln2/2 (weighted least squares, reweighted by the error until
+# it levels out: Lawson's iteration towards minimax), then rounded to float32 one
+# coefficient at a time from the constant term up, the rest refitted after each: max
+# error 0.05 * 2^-24 of exp(r) before the arithmetic's own rounding
+EXP_P = (0.0013821172760799527, 0.008368666283786297, 0.04166825860738754, 0.1666652113199234,
+         0.4999999403953552)
 LOG_P = (7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1, -1.2420140846e-1,
          1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1, -2.4999993993e-1,
          3.3333331174e-1)
@@ -87,29 +101,37 @@ def _pow2i(g, n):
 def exp_f32(g, x):
     """x clamped to [-104, 89] (ordered compares: a NaN fails both and goes on as itself,
     through the fmas), then 2^n (expm1(r) + 1) with 2^n applied in two halves, so subnormal
-    results and overflow to inf come out right."""
+    results and overflow to inf come out right: fma(p, 2^n1, 2^n1) rounds (p + 1) 2^n1
+    once, as p + 1 would (2^n1 is a normal power of two), an add fewer."""
     b = g.b
     xc = _sel(g, b.fcmp_ordered(">", x, _f(g, 89.0)), _f(g, 89.0), x)
     xc = _sel(g, b.fcmp_ordered("<", xc, _f(g, -104.0)), _f(g, -104.0), xc)
-    p, ni = _expm1_parts(g, xc)
+    p, t = _expm1_parts(g, xc)
+    ni = b.sub(b.bitcast(t, g.ir.IntType(32)), _i(g, SHIFTER_BITS))  # n, in [-150, 128]
     n1 = b.ashr(ni, _i(g, 1))
-    return b.fmul(b.fmul(b.fadd(p, _f(g, 1.0)), _pow2i(g, n1)), _pow2i(g, b.sub(ni, n1)))
+    s1 = _pow2i(g, n1)
+    return b.fmul(_fma(g, p, s1, s1), _pow2i(g, b.sub(ni, n1)))
 
 
-def _expm1_parts(g, x):
-    """(expm1(r), n) with x = n ln2 + r, |r| <= ln2/2: exp(x) = 2^n (expm1(r) + 1).
-    n = rint(x/ln2) is read off the bits of x/ln2 + SHIFTER (the add rounds to an integer,
-    ties to even, in the low mantissa bits): one fma where rint and fptosi took two
+def _expm1_parts(g, x, scale: int = 1):
+    """(expm1(r), t) for the argument y = scale * x, y = n ln2 + r, |r| <= ln2/2, so that
+    exp(y) = 2^n (expm1(r) + 1); t = y/ln2 + SHIFTER carries n in its low mantissa bits
+    (the add rounds to an integer, ties to even): one fma where rint and fptosi took two
     instructions, and no fptosi of a NaN (poison in LLVM, which made a select necessary).
-    expm1(r) = r + r^2 P(r) keeps its relative accuracy as r goes to 0 (tanh needs that)."""
-    b, i32 = g.b, g.ir.IntType(32)
-    t = _fma(g, x, _f(g, 1.44269504088896341), _f(g, SHIFTER))
+    expm1(r) = r + r^2 P(r) keeps its relative accuracy as r goes to 0 (tanh needs that).
+
+    scale=2 (tanh's expm1(2|x|)) never forms 2x: s = x - n ln2/2 is r/2 exactly (scaling
+    by 2 commutes with rounding), and r + r^2 P(r) = 2s + s^2 Q(s) with Q's coefficients
+    P's times 2^(k+2) (k the power): the same value bit for bit, with 2s computed beside the
+    polynomial instead of an add at the head of the dependent chain."""
+    b = g.b
+    t = _fma(g, x, _f(g, scale * 1.44269504088896341), _f(g, SHIFTER))
     n = b.fsub(t, _f(g, SHIFTER))
-    r = _fma(g, n, _f(g, -0.693145751953125), x)  # ln2 split: 0.693145751953125 exact
-    r = _fma(g, n, _f(g, -1.428606765330187045e-06), r)
-    r2 = b.fmul(r, r)
-    p = _fma(g, _poly(g, r, r2, EXP_P), r2, r)
-    return p, b.sub(b.bitcast(t, i32), _i(g, SHIFTER_BITS))  # n (exp: in [-150, 128])
+    s = _fma(g, n, _f(g, -0.693145751953125 / scale), x)  # ln2 split: 0.693145751953125 exact
+    s = _fma(g, n, _f(g, -1.428606765330187045e-06 / scale), s)
+    s2 = b.fmul(s, s)
+    q = [c * scale ** (k + 2) for k, c in zip(range(len(EXP_P) - 1, -1, -1), EXP_P)]
+    return _fma(g, _poly(g, s, s2, q), s2, s if scale == 1 else b.fmul(s, _f(g, scale))), t
 
 
 def log_f32(g, x):
@@ -147,8 +169,11 @@ def tanh_f32(g, x):
     b, t = g.b, x.type
     ax = b.call(g.module.declare_intrinsic("llvm.fabs", [t]), [x])
     axc = _sel(g, b.fcmp_ordered(">", ax, _f(g, 10.0)), _f(g, 10.0), ax)  # tanh(10) == 1.0f
-    p, ni = _expm1_parts(g, b.fadd(axc, axc))
-    two_n = _pow2i(g, ni)
+    p, tn = _expm1_parts(g, axc, scale=2)
+    # 2^n from tn's bits (SHIFTER_BITS + n): << 23 moves n into the exponent field and
+    # shifts SHIFTER's bits out, a subtraction fewer than _pow2i (n is in [0, 29] here)
+    two_n = b.bitcast(b.add(b.shl(b.bitcast(tn, g.ir.IntType(32)), _i(g, 23)),
+                            _i(g, 127 << 23)), g.ir.FloatType())
     e = _fma(g, two_n, p, b.fsub(two_n, _f(g, 1.0)))
     y = b.fdiv(e, b.fadd(e, _f(g, 2.0)))
     copysign = g.module.declare_intrinsic("llvm.copysign", [t], g.ir.FunctionType(t, [t, t]))

@@ -1,5 +1,5 @@
 """float32 exp/log/tanh of the LLVM backend (backends/llvm_math.py): max ulp error against
-numpy over a sweep (random bit patterns over the whole finite range, dense grids, special
+the correctly rounded result and against numpy over a sweep (random bit patterns over the whole finite range, dense grids, special
 values), and the loops vectorise (<8 x float>-style vector code, no libm call left)."""
 import numpy as np
 import pytest
@@ -7,7 +7,10 @@ import pytest
 import graphc as gc
 
 L = pytest.importorskip("graphc.backends.llvm")
-MAX_ULP = {"exp": 2, "log": 4, "tanh": 3}  # measured: exp 2, log 4, tanh 3 (see module doc)
+MAX_ULP = {"exp": 3, "log": 4, "tanh": 3}  # measured: exp 3, log 4, tanh 3 (see module doc)
+# against the correctly rounded result (numpy's float64 function rounded to float32), where
+# numpy's own float32 functions are exp 2, log 3, tanh 1 ulp off
+MAX_ULP_ROUNDED = {"exp": 1, "log": 1, "tanh": 2}
 
 
 def _ulp(a, b):
@@ -27,9 +30,11 @@ def _sweep():
                88.72, 88.73, -87.33, -103.9, -104.0, -110.0, 1.0, 2.0, 9.0, -9.0, 20.0,
                -20.0, 3.4e38, -3.4e38,
                # tanh: n 0 -> 1 in E = expm1(2|x|), its 3-ulp region, n = 25 (2^n - 1 no
-               # longer exact), rounding to 1.0f, the clamp; log: its 4-ulp region
+               # longer exact), rounding to 1.0f, the clamp, its worst points against the
+               # correctly rounded tanh and numpy's; log: its 4-ulp region; exp: its 3-ulp
+               # points against numpy
                0.1733, -0.1733, 0.062515, -0.062515, 8.49, -8.49, 9.02, -9.02, 10.0, -10.0,
-               0.7805175]
+               0.048661087, -0.246995, 0.7805175, -0.3444, -8.65447]
     return np.concatenate([bits[np.isfinite(bits)], np.float32(special),
                            np.linspace(-30, 30, 60001, dtype=np.float32),
                            np.linspace(-1, 1, 400001, dtype=np.float32),
@@ -46,6 +51,16 @@ def test_f32_math_ulp_against_numpy(op):
     d = _ulp(got, want)
     assert d.max() <= MAX_ULP[op], (op, x[d.argmax()], got[d.argmax()], want[d.argmax()])
     assert np.array_equal(np.signbit(got), np.signbit(want)) or op == "log"
+
+
+@pytest.mark.parametrize("op", sorted(MAX_ULP_ROUNDED))
+def test_f32_math_ulp_against_correctly_rounded(op):
+    x = _sweep()
+    f = gc.compile(getattr(gc, op), backend="llvm")
+    with np.errstate(all="ignore"):
+        got, want = f(x), getattr(np, op)(x.astype(np.float64)).astype(np.float32)
+    d = _ulp(got, want)
+    assert d.max() <= MAX_ULP_ROUNDED[op], (op, x[d.argmax()], got[d.argmax()], want[d.argmax()])
 
 
 def _optimized_ir(fn, *args, monkeypatch=None) -> str:
