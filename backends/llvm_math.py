@@ -32,8 +32,8 @@ exp-spaced values, specials, the worst points found):
 tanh's E/(E + 2) rounds E + 2 before the division, which costs it the second ulp; the
 two-branch tanh it replaced (a small-|x| polynomial beside 1 - 2/(exp(2|x|) + 1)) took 1.37x
 the time.
-Speed (old and new compiled into one process, timed interleaved, medians), 4M float32 on
-2 cores: tanh 1.82 ms (two-branch 2.50), tanh(0.5x + 1) 1.93 (2.78), W4's chain 3.53
+Speed, each change against the code before it (old and new compiled into one process,
+timed interleaved, medians), 4M float32 on 2 cores: tanh 1.82 ms (two-branch 2.50), tanh(0.5x + 1) 1.93 (2.78), W4's chain 3.53
 (4.08), exp 1.61, 1/(1 + exp(-x)) 1.83. Polynomials evaluated in pairs then Horner in x^2
 (`_poly`) against plain Horner, 256K floats on one core: log 0.93x, W4's chain 0.97x, exp
 and tanh unchanged. Taking n from the bits of fma(x, 1/ln2, 1.5*2^23) instead of rint +
@@ -76,7 +76,7 @@ def _fma(g, a, b, c):
 def _poly(g, x, x2, coeffs):
     """The polynomial with `coeffs` (highest power first) at x, given x2 = x*x: with c_k
     the coefficient of x^k, pairs c_2j + c_2j+1 x (independent fmas), then Horner in x2. As
-    many fmas as Horner in x, fewer of them dependent (exp's 6 coefficients: 3 instead of 5,
+    many fmas as Horner in x, fewer of them dependent (exp's 5 coefficients: 3 instead of 4,
     log's 9: 5 instead of 8), and the dependent chain is what bounds these loops (an fma's
     latency is 4 cycles, and the CPU overlaps only a few loop iterations)."""
     lo = [_f(g, c) for c in coeffs[::-1]]

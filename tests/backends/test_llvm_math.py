@@ -1,6 +1,6 @@
 """float32 exp/log/tanh of the LLVM backend (backends/llvm_math.py): max ulp error against
-the correctly rounded result and against numpy over a sweep (random bit patterns over the whole finite range, dense grids, special
-values), and the loops vectorise (<8 x float>-style vector code, no libm call left)."""
+the correctly rounded result and against numpy over a sweep (random bit patterns over the
+whole finite range, dense grids, special values), and the loops vectorise (<8 x float>-style vector code, no libm call left)."""
 import numpy as np
 import pytest
 
