@@ -10,6 +10,7 @@ per thread, run by the native worker pool (backends/llvm_pool.py) and the callin
 from __future__ import annotations
 
 import ctypes
+import sys
 from ctypes import c_void_p as _c_void_p
 
 import numpy as np
@@ -31,6 +32,22 @@ DRIVERS = True   # runs of loop kernels called by one native driver (backends/ll
 # 2^20: batch-1 inference's 784x512 GEMV (400K) split over two threads was slower even on
 # the native pool (a W5 b1 call 80.9 -> 88.2 us, both thresholds lowered alike)
 PARALLEL_MIN_WORK = SPLIT_COLUMNS_WORK
+
+
+def _refs(arrays: list) -> list[int]:
+    return [sys.getrefcount(arrays[j]) for j in range(len(arrays))]
+
+
+_ALONE = _refs([np.empty(0)])[0]  # the count of an array only a list holds (2 on CPython)
+# calls whose buffers a program keeps for reuse (`LLVMProgram._owned`); off where reference
+# counts cannot tell whether anything else holds an array (a free-threaded build)
+RECYCLE = 2 if getattr(sys, "_is_gil_enabled", lambda: True)() else 0
+
+
+def _unheld(arrays: list) -> list[bool]:
+    """For each array of the list: True when the list is its only holder (no name, view,
+    container or buffer export of the caller's refers to it), from its reference count."""
+    return [r <= _ALONE for r in _refs(arrays)]
 
 
 def _arena_range(n: Node):
@@ -159,6 +176,8 @@ class LLVMProgram:
     are not C-contiguous (e.g. a transposed array) are copied to contiguous memory first.
     Intermediates live in an arena laid out by the `scheduled` stage's plan; a call hands
     it on to the next one (unless an output is a view into it), so it is allocated once.
+    The outputs are new arrays of each call's own, taken where possible from the outputs of
+    an earlier call that the caller has dropped (`_owned`): no page faults per call.
 
     Every kernel argument's address is planned once, here, as (base, byte offset): base 0 is
     the call's arena, then the inputs, then the buffers a call allocates (outputs outside the
@@ -211,6 +230,7 @@ class LLVMProgram:
         # the arena is reused by the next call unless an output is a view into it
         self.arena_out = any(self.where.get(id(o), (None,))[0] == 0 for o in graph.outputs)
         self.spare: list = []  # (arena, its address, drivers' base array) of finished calls
+        self.returned: list = []  # the owned buffers of the last RECYCLE calls (`_owned`)
 
     def _plan(self) -> list:
         """What a call runs, in order: (None, step, its argument spec) for a kernel called
@@ -271,7 +291,7 @@ class LLVMProgram:
             arena = np.empty(self.arena_bytes, np.uint8) if self.arena_bytes else None
             arena_ptr = address(arena) if arena is not None else 0
             based = (ctypes.c_int64 * self.nbase)() if self.fn_table is not None else None
-        owned = [np.empty(shape, dt) for shape, dt in self.owned_types]
+        owned = self._owned()
         base = [arena_ptr, *in_ptrs, *addresses(owned), *self.const_ptrs]
         if based is not None:
             based[:] = base
@@ -286,7 +306,31 @@ class LLVMProgram:
             outs = self._outputs(arena, ins, owned)
         if not self.arena_out:
             self.spare.append((arena, arena_ptr, based))
+        if RECYCLE:
+            self.returned.append(owned)
+            del self.returned[:-RECYCLE]  # (one step: no check-then-delete race)
         return outs
+
+    def _owned(self) -> list[np.ndarray]:
+        """This call's own buffers (its outputs, view copies): those of the call RECYCLE
+        calls back that nothing but this program holds any more (the caller dropped them),
+        new ones for the rest. Why: W1's step allocates 2.1 MB of outputs per call, and
+        glibc, depending on how its heap stood, gave it back to the system after each call,
+        so the next call page-faulted it in again (450 faults a call in 50-call windows that
+        took 2.83-2.93 ms; 0 faults and 2.21-2.26 ms in windows between them). A training
+        loop `p = step(p, ...)` still holds the last call's outputs while it calls again,
+        so the oldest of the RECYCLE kept calls is the one taken (the cost: a program keeps
+        the buffers of its last RECYCLE calls). Popped from the list: two threads calling at
+        once never take the same buffers."""
+        try:
+            old = self.returned.pop(0) if len(self.returned) >= RECYCLE > 0 else None
+        except IndexError:  # (another thread took it)
+            old = None
+        if old is None:
+            return [np.empty(shape, dt) for shape, dt in self.owned_types]
+        free = _unheld(old)
+        return [a if f else np.empty(shape, dt)
+                for a, f, (shape, dt) in zip(old, free, self.owned_types)]
 
     def _outputs(self, arena, ins, owned) -> tuple:
         """The outputs when some are not buffers of the call: arena views, inputs or

@@ -32,66 +32,70 @@ def flatten(tree, path: str = "", root: str = "out",
     signature matcher does not take: a first call, a float or a device array; and `lower`)."""
     leaves: list = []
     paths: list[str] = []
+    return leaves, _flatten(tree, path, (leaves, paths, root, with_paths)), paths
 
-    def sub(p, k):
+
+# (flatten and unflatten recurse through module-level functions, not nested ones: a nested
+# function that calls itself is a reference cycle, which kept the leaves, a call's inputs or
+# outputs, alive until Python's cycle collector ran)
+def _flatten(x, p: str, acc: tuple) -> Any:
+    leaves, paths, root, with_paths = acc
+    t = type(x)  # exact types first, array children without a call (W5 b1's arguments:
+    if t is np.ndarray or t is float:  # 7.6 -> 3.3 us a flatten)
+        leaves.append(x)
+        paths.append(p or root)
+        return _LEAF
+    if not with_paths and (t is dict or t is tuple or t is list):
+        kids = []
+        for v in (x.values() if t is dict else x):
+            if type(v) is np.ndarray:
+                leaves.append(v)
+                paths.append(root)
+                kids.append(_LEAF)
+            else:
+                kids.append(_flatten(v, "", acc))
+        return ("dict", tuple(x), tuple(kids)) if t is dict else (t.__name__, tuple(kids))
+
+    def sub(k):
         return (f"{p}.{k}" if p else str(k)) if with_paths else ""
-
-    def go(x, p):
-        t = type(x)  # exact types first, array children without a call (W5 b1's arguments:
-        if t is np.ndarray or t is float:  # 7.6 -> 3.3 us a flatten)
-            leaves.append(x)
-            paths.append(p or root)
-            return _LEAF
-        if not with_paths and (t is dict or t is tuple or t is list):
-            kids = []
-            for v in (x.values() if t is dict else x):
-                if type(v) is np.ndarray:
-                    leaves.append(v)
-                    paths.append(root)
-                    kids.append(_LEAF)
-                else:
-                    kids.append(go(v, ""))
-            return ("dict", tuple(x), tuple(kids)) if t is dict else (t.__name__, tuple(kids))
-        if isinstance(x, (tuple, list)) and not hasattr(x, "_fields"):
-            return (type(x).__name__, tuple(go(v, sub(p, i)) for i, v in enumerate(x)))
-        if isinstance(x, tuple):  # namedtuple
-            return ("namedtuple", type(x), tuple(go(v, sub(p, k)) for k, v in zip(x._fields, x)))
-        if isinstance(x, dict):
-            keys = tuple(x.keys())
-            return ("dict", keys, tuple(go(x[k], sub(p, k)) for k in keys))
-        if is_leaf(x):
-            leaves.append(x)
-            paths.append(p or root)
-            return _LEAF
-        if isinstance(x, STATIC):
-            return ("static", x, type(x))
-        from graphc.errors import SignatureError
-        raise SignatureError(f"graphc cannot trace an argument of type {type(x).__name__} at "
-                             f"{p or 'top'}", stage="trace",
-                             hint="use numpy arrays, floats, or tuples/lists/dicts of them")
-
-    return leaves, go(tree, path), paths
+    if isinstance(x, (tuple, list)) and not hasattr(x, "_fields"):
+        return (type(x).__name__, tuple(_flatten(v, sub(i), acc) for i, v in enumerate(x)))
+    if isinstance(x, tuple):  # namedtuple
+        return ("namedtuple", type(x),
+                tuple(_flatten(v, sub(k), acc) for k, v in zip(x._fields, x)))
+    if isinstance(x, dict):
+        keys = tuple(x.keys())
+        return ("dict", keys, tuple(_flatten(x[k], sub(k), acc) for k in keys))
+    if is_leaf(x):
+        leaves.append(x)
+        paths.append(p or root)
+        return _LEAF
+    if isinstance(x, STATIC):
+        return ("static", x, type(x))
+    from graphc.errors import SignatureError
+    raise SignatureError(f"graphc cannot trace an argument of type {type(x).__name__} at "
+                         f"{p or 'top'}", stage="trace",
+                         hint="use numpy arrays, floats, or tuples/lists/dicts of them")
 
 
 def unflatten(treedef, leaves) -> Any:
     if treedef == _LEAF:  # a bare leaf (a function with one output): no walk
         return leaves[0]
-    it = iter(leaves)
+    return _unflatten(treedef, iter(leaves))
 
-    def go(d):
-        tag = d[0]
-        if tag == "*":
-            return next(it)
-        if tag == "static":
-            return d[1]
-        if tag == "dict":
-            return {k: go(c) for k, c in zip(d[1], d[2])}
-        if tag == "namedtuple":
-            return d[1](*(go(c) for c in d[2]))
-        children = [go(c) for c in d[1]]
-        return tuple(children) if tag == "tuple" else children
 
-    return go(treedef)
+def _unflatten(d, it) -> Any:
+    tag = d[0]
+    if tag == "*":
+        return next(it)
+    if tag == "static":
+        return d[1]
+    if tag == "dict":
+        return {k: _unflatten(c, it) for k, c in zip(d[1], d[2])}
+    if tag == "namedtuple":
+        return d[1](*(_unflatten(c, it) for c in d[2]))
+    children = [_unflatten(c, it) for c in d[1]]
+    return tuple(children) if tag == "tuple" else children
 
 
 def matcher(treedef, leaves) -> Callable | None:

@@ -331,6 +331,30 @@ def test_arena_is_reused_and_results_stay_independent():
     np.testing.assert_allclose(r2, np.tanh(x2) @ x2 + 1, rtol=1e-14)
 
 
+def test_dropped_outputs_are_reused_and_held_ones_never_overwritten():
+    import weakref
+    from graphc.backends.llvm_runtime import RECYCLE
+    assert RECYCLE >= 2  # (a GIL build: reference counts tell what the caller holds)
+    f = gc.compile(lambda x: (x * 2.0, gc.sum(x)), backend=BE)
+    xs = [np.full(1000, float(i), np.float32) for i in range(12)]
+    refs, held, kept = [], [], []
+    for i, x in enumerate(xs):
+        doubled, total = f(x)  # the training loop's shape: the last results held while
+        refs.append(weakref.ref(doubled))              # the next call runs
+        if i == 4:
+            kept.append(doubled[::2])  # a view holds its base
+        if i == 7:
+            held.append((doubled, total))
+        if i >= RECYCLE + 1 and i not in (4 + RECYCLE, 7 + RECYCLE):
+            # the buffer of the call RECYCLE back, dropped since, is this call's
+            assert refs[i - RECYCLE]() is doubled, i
+    assert refs[4]() is not None and refs[4]() is not refs[4 + RECYCLE]()
+    np.testing.assert_array_equal(kept[0], 8.0)
+    np.testing.assert_array_equal(held[0][0], 14.0)
+    assert float(held[0][1]) == 7000.0
+    np.testing.assert_array_equal(doubled, 22.0)
+
+
 def test_concurrent_calls_each_get_their_own_arena():
     from concurrent.futures import ThreadPoolExecutor
     f = lambda x: gc.exp(gc.tanh(x) * 2.0) @ x  # noqa: E731

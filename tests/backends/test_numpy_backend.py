@@ -277,6 +277,28 @@ def test_static_python_ints_are_part_of_the_signature():
     assert calls == [3, 2]
 
 
+def test_pytree_walks_leave_no_reference_cycle_holding_the_leaves():
+    # a call's outputs (and inputs) are freed when the caller drops them, not when the cycle
+    # collector runs: the LLVM backend reuses an output's buffer only once nothing holds it
+    import gc as collector
+    import weakref
+    from graphc.frontends import pytree
+    a, b = np.ones(3), np.zeros(2)
+    was = collector.isenabled()
+    collector.disable()
+    try:
+        leaves, tree, paths = pytree.flatten({"w": [a, 2], "b": (b,)})
+        assert paths == ["w.0", "b.0"] and leaves[0] is a
+        out = pytree.unflatten(tree, leaves)
+        assert out["w"][0] is a and out["w"][1] == 2 and out["b"][0] is b
+        ra, rb = weakref.ref(a), weakref.ref(b)
+        del a, b, leaves, out
+        assert ra() is None and rb() is None
+    finally:
+        if was:
+            collector.enable()
+
+
 def test_signature_matcher_accepts_exactly_the_flattened_signature():
     import doctest
     from collections import namedtuple
