@@ -15,9 +15,11 @@ Small single products take other paths: A rows and B columns both contiguous alo
 M and M x N small against K (a conv weight gradient) run as dot products split over K
 (backends/llvm_gemm_dot.py; A may be a conv's dY read in K segments, `seg_view`); one A block
 (M <= MC) runs in column chunks (`_columns`), B read in place (gc_sgemm packed=2) when M <=
-MR, else packed sliver by sliver as it is used (packed=3), on several threads only while M is
-small or N large (each chunk packs all of A). A product with N < 16 <= M (a classifier's
-last layer) runs as C^T = B^T @ A^T that way, C written transposed (the C_T flag).
+MR, else packed sliver by sliver as it is used (packed=3), on several threads when each
+chunk gets COLUMNS_MIN_WIDTH columns (each chunk packs all of A). A product with N < 16 <= M
+(a classifier's last layer) runs as C^T = B^T @ A^T that way, C written transposed (the C_T
+flag). A bigger product with M <= N runs in column chunks too, each packing its own B panel
+(packed=0), when they are WIDE_COLUMNS wide.
 """
 from __future__ import annotations
 
@@ -37,8 +39,9 @@ from graphc.backends.llvm_gemm_ir import (C_T, KC, MC, MR, NC, NR, address,
 from graphc.backends.llvm_pool import SLOT_A, SLOT_B, Slot, kept_address, spread
 
 MIN_M, MIN_N, MIN_WORK = 4, 8, 1 << 18   # below: the loop kernel (packing would not pay)
-THREAD_WORK = 1 << 22  # multiply-adds per thread below which a GEMM stays on fewer threads
-                       # (a thread hand-off can cost ~1 ms on a loaded machine)
+THREAD_WORK = 1 << 20  # multiply-adds per thread below which a GEMM stays on fewer threads
+                       # (2^22 before: W3's per-step 32x160x512 and 32x512x128 products ran on
+                       # one thread; 2 threads: W3's step 6.89 -> 6.19 ms, W2's 4.63 -> 4.41)
 
 
 @dataclass
@@ -282,8 +285,8 @@ def _shared_b(a, b, c, M, N, K_, st, threads):
 
 def run(spec: GemmSpec, ptrs: list[int], threads: int):
     """C = A @ B for every batch: as dot products (llvm_gemm_dot) for skinny products, in
-    column chunks for few rows, transposed for few columns, else in row chunks with B packed
-    once or per task; chunks run on the native pool (backends/llvm_pool.py)."""
+    column chunks for few rows or M <= N, transposed for few columns, else in row chunks
+    with B packed once or per task; chunks run on the native pool (backends/llvm_pool.py)."""
     M, N, K_ = spec.M, spec.N, spec.K
     ga = spec.ga(ptrs) if spec.ga else None  # (kept alive until the products are done)
     gb = spec.gb(ptrs) if spec.gb else None
@@ -306,10 +309,13 @@ def run(spec: GemmSpec, ptrs: list[int], threads: int):
                         (2 if direct else 3) | C_T, N)
     tc = max(1, min(asked, work, -(-N // NR)))  # threads for column chunks
     direct = DIRECT and st[3] == 1 and M <= DIRECT_MAX_M and K_ <= DIRECT_MAX_K
-    if nb == 1 and (direct or (SLIVERS and M <= MC and (tc == 1 or M <= COLUMNS_MAX_M
-                                                          or N >= COLUMNS_MIN_N))):
+    if nb == 1 and (direct or (SLIVERS and M <= MC and (tc == 1
+                                                          or N >= COLUMNS_MIN_WIDTH * tc))):
         return _columns(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_, st, tc,
                         2 if direct else 3, N)
+    if nb == 1 and tc > 1 and MC < M <= N and N >= WIDE_COLUMNS * tc:
+        return _columns(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_, st, tc, 0,
+                        N)
     if threads > 1 and SHARE_B and nb == 1 and K_ * (N + NR) <= SHARE_MAX and (
             K_ * (N + NR) >= SHARE_MIN or _chunk_rows(M, M * N * K_, threads) < OWN_B_ROWS):
         return _shared_b(a + 4 * spec.a_off[0], b + 4 * spec.b_off[0], c, M, N, K_, st,
@@ -355,11 +361,16 @@ TRANSPOSE_SMALL_N = True  # N < 16 <= M: C^T = B^T @ A^T, run as one A block (N 
 SLIVERS = True     # one A block (M <= MC): B packed sliver by sliver as it is used (packed=3:
                    # no pass over all of B, each sliver L1-hot for its row slivers; one
                    # thread: 32x160x512 (W3) 86 -> 68 us, 128x784x512 1.38 -> 1.34 ms) ...
-COLUMNS_MAX_M = 3 * MR  # ... on several threads when M is at most this (each column chunk
-                        # packs all of A; larger: row chunks) ...
-COLUMNS_MIN_N = 256     # ... or N at least this (A's packing per chunk small against its
-                        # work, no pass over B behind a barrier; 2 threads: W1's 128x512x784
-                        # 1.02 -> 0.93 ms, 128x512x256 (B^T) 0.45 -> 0.38; W3's 32x512x1024)
+COLUMNS_MIN_WIDTH = 2 * NR  # ... on several threads when each gets this many columns
+                   # (each column chunk packs all of A, at most MC rows; row chunks against a
+                   # B packed behind a barrier were slower, 2 threads: W3's per-step 32x512x128
+                   # (B^T) 83 -> 54 us, W2's 64x400x120 106 -> 74, 144^3 67 -> 55, 96x512x64
+                   # 77 -> 64; 128x512x48 as fast)
+WIDE_COLUMNS = 128  # M > MC: column chunks too, each packing its own B panel (mode 0), when
+                    # M <= N and each is this wide (every chunk packs all of A: a thread's
+                    # extra packing against its work ~ threads/N; 2 threads: W5's 256x784x512
+                    # 1.25 -> 1.19 ms, 256x512x256 458 -> 437 us, 512^3 as fast; 1024x512x256,
+                    # M = 4N, 2% slower in columns: kept in rows)
 DIRECT = True      # B with contiguous rows read in place (packed=2) when M is at most
 DIRECT_MAX_M = MR  # this (one row sliver: each B element used once; W2's 6 x 50176 x 25:
                    # 0.27 ms with packed=3, 0.25 in place; at M = 16, 2 or 3 row slivers,
@@ -369,15 +380,18 @@ DIRECT_MAX_K = 256     # ... and K at most this (a sliver's kc rows stay in L1 b
 
 
 def _columns(a, b, c, M, N, K_, st, threads: int, mode: int, ldc: int):
-    """C = A @ B for M <= MC in column chunks over threads, B read in place (mode 2: packing
+    """C = A @ B in column chunks over threads, for M <= MC B read in place (mode 2: packing
     B would cost a pass over all of it for the few times each element is used: W2's 6 x
-    50176 x 25) or packed sliver by sliver (mode 3). Each chunk packs all of A (small).
-    mode | C_T: C stored transposed (C^T's row stride ldc)."""
-    if threads == 1:  # (the common case for an LSTM's per-step products: no closures)
-        return sgemm_fn()(a, b, c, M, N, K_, 0, M, *_bufs(K_, NR), *st, mode, ldc)
+    50176 x 25) or packed sliver by sliver (mode 3), else (mode 0) each chunk's B panel
+    packed by the chunk. Each chunk packs all of A. mode | C_T: C stored transposed (C^T's
+    row stride ldc)."""
     n = _nchunks(M * N * K_, threads)
-    cols, fn = -(-N // (n * NR)) * NR, address("gc_sgemm")
+    cols = -(-N // (n * NR)) * NR
+    width = cols if mode & 3 == 0 else NR  # (the B buffer: a chunk's panel, or one sliver)
+    if threads == 1:  # (the common case for an LSTM's per-step products: no closures)
+        return sgemm_fn()(a, b, c, M, N, K_, 0, M, *_bufs(K_, width), *st, mode, ldc)
+    fn = address("gc_sgemm")
     col = ldc if mode & C_T else 1  # (C's element stride along the columns)
     spread([[(fn, (a, b + 4 * n0 * st[3], c + 4 * n0 * col, M, min(N, n0 + cols) - n0, K_, 0,
                    M, SLOT_A, SLOT_B, *st, mode, ldc)) for n0 in range(0, N, cols)]],
-           threads, buffer_sizes(K_, NR))
+           threads, buffer_sizes(K_, width))

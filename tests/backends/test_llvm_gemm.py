@@ -133,11 +133,12 @@ def test_transposed_operands(always_gemm, ta, tb):
 def test_run_threads_shared_b(monkeypatch, share, threads, M, K, N, ta, tb):
     """run() on several threads: B packed once and shared (several N and K blocks, edge
     slivers split between threads, transposed operands) or packed per thread (whatever B's
-    size and N: SHARE_MIN, COLUMNS_MIN_N off)."""
+    size and N: SHARE_MIN off, column chunks off)."""
     monkeypatch.setattr(G, "THREAD_WORK", 1)
     monkeypatch.setattr(G, "SHARE_B", share)
     monkeypatch.setattr(G, "SHARE_MIN", 0)
-    monkeypatch.setattr(G, "COLUMNS_MIN_N", 1 << 30)
+    monkeypatch.setattr(G, "COLUMNS_MIN_WIDTH", 1 << 30)
+    monkeypatch.setattr(G, "WIDE_COLUMNS", 1 << 30)
     _run_single(M, K, N, ta, tb, threads)
 
 
@@ -254,14 +255,16 @@ def test_run_dot_path(monkeypatch, threads, M, N, K):
 
 @pytest.mark.parametrize("M,K,N,ta,tb,path", [
     (128, 784, 512, False, False, "columns"), (128, 256, 512, False, True, "columns"),
-    (130, 300, 261, True, False, "columns"), (784, 128, 512, True, False, "rows"),
-    (512, 128, 250, True, False, "rows"), (256, 784, 512, False, False, "shared"),
-    (256, 512, 256, False, False, "rows"), (200, 784, 300, False, False, "shared")])
+    (130, 300, 261, True, False, "columns"), (64, 400, 120, False, False, "columns"),
+    (784, 128, 512, True, False, "rows"), (512, 128, 250, True, False, "rows"),
+    (256, 784, 512, False, False, "columns"), (256, 512, 256, False, False, "columns"),
+    (200, 784, 300, False, False, "columns"), (400, 1024, 300, False, False, "shared"),
+    (1024, 512, 256, False, False, "rows")])
 def test_run_two_threads_path(monkeypatch, M, K, N, ta, tb, path):
-    """W1's and W5's products on two threads: M <= MC with N >= COLUMNS_MIN_N in column
-    chunks (B packed per sliver), a B under SHARE_MIN floats (W1's dW1 = x.T @ dz) in row
-    chunks of at least OWN_B_ROWS rows that pack B for themselves, a bigger B (or shorter
-    chunks) packed once and shared."""
+    """W1's, W2's and W5's products on two threads: in column chunks when M <= MC and each
+    chunk is COLUMNS_MIN_WIDTH wide, or M <= N and each is WIDE_COLUMNS wide; else in row
+    chunks: of at least OWN_B_ROWS rows that pack B for themselves when B is under
+    SHARE_MIN floats (W1's dW1 = x.T @ dz), else against a B packed once and shared."""
     took = []
     monkeypatch.setattr(G, "_columns", lambda *a, f=G._columns: took.append("columns") or f(*a))
     monkeypatch.setattr(G, "_shared_b", lambda *a, f=G._shared_b: took.append("shared") or f(*a))
@@ -269,6 +272,20 @@ def test_run_two_threads_path(monkeypatch, M, K, N, ta, tb, path):
                         lambda *a, f=G._per_thread: took.append("rows") or f(*a))
     _run_single(M, K, N, ta, tb, 2)
     assert set(took) == {path}
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("M,K,N,ta,tb", [(150, 600, 2100, False, False), (301, 517, 700, True, True),
+                                         (200, 64, 4111, False, True)])
+def test_run_wide_columns(monkeypatch, threads, M, K, N, ta, tb):
+    """M > MC, M <= N: column chunks that each pack their own B panel (mode 0) and all of A
+    (A blocks of MC rows, K in KC blocks, a chunk across the NC boundary, edge slivers,
+    transposed operands)."""
+    monkeypatch.setattr(G, "THREAD_WORK", 1)
+    monkeypatch.setattr(G, "WIDE_COLUMNS", 16)
+    modes = _column_modes(monkeypatch)
+    _run_single(M, K, N, ta, tb, threads)
+    assert modes == [0]
 
 
 def _column_modes(monkeypatch) -> list:
@@ -299,13 +316,13 @@ def test_small_n_runs_transposed(monkeypatch, threads, M, K, N, ta, tb):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("M,K,N", [(6, 25, 5000), (16, 150, 1030), (1, 7, 40), (13, 256, 33),
-                                   (32, 160, 70), (144, 9, 20)])
-def test_run_b_read_in_place(monkeypatch, threads, M, K, N):
+@pytest.mark.parametrize("M,K,N,two", [(6, 25, 5000, [2]), (16, 150, 1030, [3]), (1, 7, 40, [2]),
+                                       (13, 256, 33, []), (32, 160, 70, [3]), (144, 9, 20, [])])
+def test_run_b_read_in_place(monkeypatch, threads, M, K, N, two):
     """One A block (M <= MC), B's rows contiguous: in column chunks over threads, gc_sgemm
     reads B in place (packed=2) when M <= MR, else packs it sliver by sliver (packed=3, the
-    first row sliver's micro-kernel copying it; on several threads only while M <=
-    COLUMNS_MAX_M or N >= COLUMNS_MIN_N); an edge sliver (N not a multiple of 16) packed;
+    first row sliver's micro-kernel copying it; on two threads only when each chunk gets
+    COLUMNS_MIN_WIDTH = 32 columns: `two`); an edge sliver (N not a multiple of 16) packed;
     B a row slice of a wider array (row stride != N)."""
     monkeypatch.setattr(G, "THREAD_WORK", 1)
     monkeypatch.setattr(G, "CHUNK_WORK", 1000)
@@ -317,8 +334,7 @@ def test_run_b_read_in_place(monkeypatch, threads, M, K, N):
     spec = G.GemmSpec(0, 1, (K, 1), (N + 5, 1), M, N, K, [0], [0])
     G.run(spec, [a.ctypes.data, bw.ctypes.data, c.ctypes.data], threads)
     np.testing.assert_allclose(c, a @ bw[:, :N], rtol=1e-4, atol=1e-4 * np.sqrt(K))
-    assert calls == ([2] if M <= G.MR else [3] if threads == 1 or M <= G.COLUMNS_MAX_M
-                     or N >= G.COLUMNS_MIN_N else [])
+    assert calls == (two if threads == 2 else [2] if M <= G.MR else [3])
     c2 = np.full((M, N), np.nan, np.float32)
     sgemm(a, bw[:, :N], c2, 0, M, mode=2)
     np.testing.assert_allclose(c2, a @ bw[:, :N], rtol=1e-4, atol=1e-4 * np.sqrt(K))
@@ -397,11 +413,10 @@ def test_pack_b_transposed(kc, cols):
 def test_run_small_m_packs_per_sliver(monkeypatch, threads, tb):
     """An LSTM's per-step products (32 x 160 x 512, dh = dgates @ Wh.T: 32 x 512 x 128 with B
     transposed) run with B packed per sliver, not on the dot path (M > DOT_MAX_M whatever
-    K); on two threads in column chunks while M <= COLUMNS_MAX_M."""
+    K); on two threads in column chunks too."""
     monkeypatch.setattr(G, "THREAD_WORK", 1)
     monkeypatch.setattr(D, "DOT_MIN_K", 1)
-    M = 32 if threads == 1 else 18
-    M, K, N = (M, 512, 128) if tb else (M, 160, 512)
+    M, K, N = (32, 512, 128) if tb else (32, 160, 512)
     rng = np.random.default_rng(K)
     a, bx = _rand(rng, M, K), _rand(rng, N, K) if tb else _rand(rng, K, N)
     modes, dots = _column_modes(monkeypatch), []
