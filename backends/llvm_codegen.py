@@ -179,6 +179,12 @@ class _Codegen:
         return self.b.call(f, [x], fastmath=self.fm)
 
     # ---- statements ----
+    def clamp(self, x, n: int):
+        """min(max(x, 0), n) for an i64."""
+        b, zero, top = self.b, self.const(0, self.i64), self.const(n, self.i64)
+        x = b.select(b.icmp_signed("<", x, zero), zero, x)
+        return b.select(b.icmp_signed(">", x, top), top, x)
+
     def build(self):
         self.stmts(self.k.body)
         self.b.ret_void()
@@ -186,10 +192,15 @@ class _Codegen:
 
     def stmts(self, body):
         b = self.b
+        offset = 0  # where this piece of the parallel loop starts in its range (`K.Loop`)
         for s in body:
             if isinstance(s, K.Loop):
-                lo, hi = ((self.start, self.end) if s.parallel else
-                          (self.const(0, self.i64), self.const(s.extent, self.i64)))
+                if s.parallel:  # this piece's part of start..end, in its own variable
+                    lo, hi = (self.clamp(b.sub(x, self.const(offset, self.i64)), s.extent)
+                              for x in (self.start, self.end))
+                    offset += s.extent
+                else:
+                    lo, hi = self.const(0, self.i64), self.const(s.extent, self.i64)
                 pre = b.block
                 cond = self.fn.append_basic_block(f"{s.var}.cond")
                 loop = self.fn.append_basic_block(f"{s.var}.body")

@@ -410,6 +410,10 @@ def _vparen(v) -> str:
 # ---- statements ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Loop:
+    """`for var < extent: body`. A parallel loop sits at the top level; several consecutive
+    ones are the pieces of one loop (`kernel_sched.partition`), each with its own variable
+    offset in its body, and tile one parallel range in order: a backend hands out the range
+    (a thread's start..end) across them."""
     var: str
     extent: int
     body: tuple
@@ -462,8 +466,9 @@ class Kernel:
 
     @property
     def parallel_extent(self) -> int:
-        """Extent of the outermost (parallel) loop, or 0 when the kernel has none."""
-        return next((s.extent for s in self.body if isinstance(s, Loop) and s.parallel), 0)
+        """Extent of the outermost (parallel) loop, its pieces' extents summed; 0 when the
+        kernel has none."""
+        return sum(s.extent for s in self.body if isinstance(s, Loop) and s.parallel)
 
     def __str__(self) -> str:
         return format_kernel(self)

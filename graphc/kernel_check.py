@@ -94,6 +94,8 @@ def verify(k: Kernel) -> Kernel:
                     fail(f"loop variable {s.var} rebound")
                 if s.extent < 0:
                     fail(f"loop {s.var} has a negative extent")
+                if s.parallel and vars_:
+                    fail(f"parallel loop {s.var} inside another loop")
                 stmts(s.body, vars_ | {s.var}, names)
             elif isinstance(s, Store):
                 buf(s.buffer)
@@ -115,6 +117,9 @@ def verify(k: Kernel) -> Kernel:
                 fail(f"not a statement: {s!r}")
 
     stmts(k.body, frozenset(), {})
+    par = [i for i, s in enumerate(k.body) if isinstance(s, Loop) and s.parallel]
+    if par and par != list(range(par[0], par[-1] + 1)):
+        fail("the pieces of the parallel loop are not consecutive")
     return k
 
 

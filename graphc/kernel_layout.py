@@ -54,13 +54,17 @@ def collapse(k: K.Kernel) -> K.Kernel:
     every access is linear in a*nb + b (contiguous along the pair), innermost pairs first.
     Why: LLVM does not vectorise a loop of fewer than 16 iterations, so an elementwise kernel
     over [64,6,14,14] ran its 14-long rows as scalar code; collapsed, it is one loop of
-    75264 iterations (a parallel outer loop stays parallel, over the merged extent)."""
+    75264 iterations (a parallel outer loop stays parallel, over the merged extent; one in
+    pieces is not merged with its inner loop: its pieces' ranges must stay in one unit)."""
+    pieces = sum(isinstance(s, K.Loop) and s.parallel for s in k.body) > 1
+
     def walk(body):
         out = []
         for s in body:
             if isinstance(s, K.Loop):
                 s = replace(s, body=walk(s.body))
                 if (len(s.body) == 1 and isinstance(s.body[0], K.Loop)
+                        and not (s.parallel and pieces)
                         and not s.body[0].parallel
                         and _collapsible(s.body, s.var, s.body[0].var, s.body[0].extent)):
                     inner = s.body[0]

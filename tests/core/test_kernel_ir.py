@@ -167,6 +167,15 @@ def test_verify_rejects_broken_kernels():
     with pytest.raises(VerifyError, match="before it is defined"):
         K.verify(K.Kernel("k", (buf_in, out), (K.Store(out, K.Const(0),
                                                        K.AccRef("acc0", DType.float32)),), "x"))
+    # the pieces of a parallel loop: consecutive, at the top level
+    piece = lambda v, n, par=True: K.Loop(v, n, (  # noqa: E731
+        K.Store(out, K.Var(v), K.Load(buf_in, K.Var(v))),), par)
+    K.verify(K.Kernel("k", (buf_in, out), (piece("i", 2), piece("j", 2)), "elementwise"))
+    with pytest.raises(VerifyError, match="not consecutive"):
+        K.verify(K.Kernel("k", (buf_in, out), (piece("i", 2), piece("t", 1, False),
+                                                piece("j", 1)), "elementwise"))
+    with pytest.raises(VerifyError, match="inside another loop"):
+        K.verify(K.Kernel("k", (buf_in, out), (K.Loop("o", 1, (piece("i", 4),)),), "x"))
 
 
 # ---- random chains of views and movement ops: index propagation against numpy --------------------------

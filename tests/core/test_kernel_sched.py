@@ -131,13 +131,52 @@ def test_partition_folds_every_select_of_a_padded_sum():
         same(k, p, ins)
 
 
-def test_partition_leaves_parity_tests_and_the_parallel_loop():
+def test_partition_leaves_parity_tests_and_keeps_the_parallel_loop_in_pieces():
     x = rng.standard_normal(9).astype(np.float32)
     for k, ins in kernels_of(lambda x: gc.pad(x[::2] * 3.0, (0, 4)), x):
+        assert [lp.parallel for lp in k.body] == [True]
         p = S.partition(k, max_pieces=3)
-        assert all(lp.parallel for lp in loops(p.body) if lp.var == next(loops(k.body)).var
-                   and next(loops(k.body)).parallel)
+        assert [(lp.extent, lp.parallel) for lp in p.body] == [(5, True), (4, True)]
+        assert p.parallel_extent == k.parallel_extent == 9
+        assert body_selects(p.body) == 0
         same(k, p, ins)
+    # a parity test (changing 8 times) is left to the code
+    for k, ins in kernels_of(lambda x: gc.where(x > 0.0, x, 0.0)[::2] * 3.0, x):
+        same(k, S.partition(k, max_pieces=3), ins)
+
+
+ROWS = [rng.standard_normal((n, 6)).astype(np.float32) for n in (5, 7, 2, 9, 1, 4)]
+
+
+def concat_rows(*xs):
+    """An LSTM's weight gradient reads its steps' gate gradients concatenated along rows, the
+    parallel loop of the concat's kernel."""
+    return gc.concatenate([x * 2.0 for x in xs], axis=0)
+
+
+def test_partition_splits_the_parallel_loop_of_a_row_concat():
+    (k, ins), = [(k, i) for k, i in kernels_of(concat_rows, *ROWS) if body_selects(k.body)]
+    p = S.partition(k)
+    assert [(lp.extent, lp.parallel) for lp in p.body] == [(len(x), True) for x in ROWS]
+    assert body_selects(p.body) == 0 and p.parallel_extent == k.parallel_extent == 28
+    assert [lp.parallel for lp in KL.collapse(p).body] == [True] * 6  # (pieces keep rows)
+    assert all(len(lp.body) == 1 and isinstance(lp.body[0], K.Loop)
+               for lp in KL.collapse(p).body)
+    same(k, p, ins)
+    assert len(S.partition(k, parallel_pieces=3).body) == 3
+
+
+@pytest.mark.parametrize("threads,chunks", [(1, 1), (3, 3)])
+def test_llvm_splits_a_parallel_range_across_the_pieces(monkeypatch, threads, chunks):
+    # chunks of the 28 rows (0-9, 9-18, 18-28) start and end inside pieces
+    L = pytest.importorskip("graphc.backends.llvm")
+    from graphc.backends import llvm_runtime
+    monkeypatch.setattr(llvm_runtime, "PARALLEL_MIN_WORK", 1)
+    f = gc.compile(concat_rows, backend=L.LLVMBackend(threads=threads))
+    prog = f.lower(*ROWS).program
+    (step,) = [s for s in prog.steps if sum(lp.parallel for lp in s.kernel.body) == 6]
+    assert step.chunks == chunks and step.extent == 28
+    np.testing.assert_array_equal(f(*ROWS), np.concatenate(ROWS) * 2)
 
 
 def test_partition_is_used_by_the_llvm_backend():
