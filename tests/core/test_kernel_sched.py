@@ -140,9 +140,12 @@ def test_partition_leaves_parity_tests_and_keeps_the_parallel_loop_in_pieces():
         assert p.parallel_extent == k.parallel_extent == 9
         assert body_selects(p.body) == 0
         same(k, p, ins)
-    # a parity test (changing 8 times) is left to the code
-    for k, ins in kernels_of(lambda x: gc.where(x > 0.0, x, 0.0)[::2] * 3.0, x):
-        same(k, S.partition(k, max_pieces=3), ins)
+    # the gradient of x[::2]: a parity test (changing 8 times) is left to the code
+    (k, ins), = kernels_of(lambda x: gc.grad(lambda x: gc.sum(x[::2] * 3.0))(x), x)
+    assert "%2" in str(k) and body_selects(k.body) == 1
+    p = S.partition(k, max_pieces=3)
+    assert [lp.parallel for lp in p.body] == [True] and body_selects(p.body) == 1
+    same(k, p, ins)
 
 
 ROWS = [rng.standard_normal((n, 6)).astype(np.float32) for n in (5, 7, 2, 9, 1, 4)]
