@@ -10,7 +10,7 @@ L = pytest.importorskip("graphc.backends.llvm")
 MAX_ULP = {"exp": 3, "log": 4, "tanh": 3}  # measured: exp 3, log 4, tanh 3 (see module doc)
 # against the correctly rounded result (numpy's float64 function rounded to float32), where
 # numpy's own float32 functions are exp 2, log 3, tanh 1 ulp off
-MAX_ULP_ROUNDED = {"exp": 1, "log": 1, "tanh": 2}
+MAX_ULP_ROUNDED = {"exp": 1, "log": 1, "tanh": 3}
 
 
 def _ulp(a, b):
@@ -34,7 +34,11 @@ def _sweep():
                # correctly rounded tanh and numpy's; log: its 4-ulp region; exp: its 3-ulp
                # points against numpy
                0.1733, -0.1733, 0.062515, -0.062515, 8.49, -8.49, 9.02, -9.02, 10.0, -10.0,
-               0.048661087, -0.246995, 0.7805175, -0.3444, -8.65447]
+               0.048661087, -0.246995, 0.7805175, -0.3444, -8.65447,
+               # every float checked (module doc): tanh's 3-ulp points against the
+               # correctly rounded tanh and numpy's, exp's and log's worst against numpy
+               0.030383160337805748, -0.030383160337805748, 0.0077530923299491405,
+               0.34665367007255554, -0.3279159963130951, 0.7789027690887451]
     return np.concatenate([bits[np.isfinite(bits)], np.float32(special),
                            np.linspace(-30, 30, 60001, dtype=np.float32),
                            np.linspace(-1, 1, 400001, dtype=np.float32),
