@@ -44,6 +44,7 @@ from graphc.backends.llvm_codegen import (  # noqa: E402,F401  (UNARY, BINARY: r
 from graphc.backends.runtime import kernel_nodes  # noqa: E402
 from graphc.backends.llvm_runtime import (  # noqa: E402
     LLVMProgram, _separate, _Step, in_place)
+from graphc.backends.llvm_pool import cpus as _cpus  # noqa: E402
 
 
 # ---- JIT ----------------------------------------------------------------------------------------------
@@ -116,10 +117,10 @@ def optimized_ir(module_text: str, opt: int = 3, unroll: bool | None = None) -> 
 
 class LLVMBackend:
     """Options: `fast_math` (let LLVM reassociate float math: faster reductions, results differ
-    in the last bits), `threads` (default os.cpu_count(): how many chunks a kernel or GEMM
-    is split into; 1 keeps everything on the calling thread, more runs chunks on the native
-    pool, whose workers, one per CPU, also share any job of more tasks, such as packing a
-    shared B), `opt` (0-3), `gemm` (float32 matmul kernels big enough run on the packed GEMM
+    in the last bits), `threads` (default: one per CPU the process may use; how many
+    threads a kernel or GEMM runs on: 1 keeps everything on the calling thread, n runs its
+    chunks on the caller and n - 1 native workers, which share any job of more tasks, such
+    as packing a shared B), `opt` (0-3), `gemm` (float32 matmul kernels big enough run on the packed GEMM
     of backends/llvm_gemm.py, their elementwise epilogue after it; False keeps the loop
     kernels), `unroll` (LLVM's loop unrolling, off by default: on W1/W2/W3 of
     benchmarks/workloads.py it compiled 2-5x faster and ran as fast (the vectoriser still
@@ -133,7 +134,7 @@ class LLVMBackend:
                  gemm: bool = True, unroll: bool = False, partition: bool = True):
         self.fast_math, self.opt, self.gemm, self.unroll = fast_math, opt, gemm, unroll
         self.partition = partition
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or _cpus()
 
     def available(self):
         try:

@@ -325,13 +325,20 @@ _SHARED: dict = {}
 _TLS = threading.local()
 
 
-def shared() -> Pool:
-    """The process's pool: one thread per CPU this process may run on."""
-    if "pool" not in _SHARED:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        _SHARED["pool"] = Pool(max(1, n or 1))
-        atexit.register(_SHARED["pool"].stop)
-    return _SHARED["pool"]
+def cpus() -> int:
+    """The CPUs this process may run on."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, n or 1)
+
+
+def shared(threads: int | None = None) -> Pool:
+    """The process's pool of `threads` threads (default, and at most: one per CPU this
+    process may run on), made on first use; its workers sleep when idle."""
+    n = cpus() if threads is None else max(1, min(threads, cpus()))
+    if n not in _SHARED:
+        _SHARED[n] = Pool(n)
+        atexit.register(_SHARED[n].stop)
+    return _SHARED[n]
 
 
 def _solo() -> Pool:
@@ -364,11 +371,10 @@ def table(tasks) -> array.array:
 
 def spread(phases, threads: int, sizes=()) -> None:
     """Run `phases` (lists of tasks; a phase starts when the one before has finished) on the
-    calling thread alone (threads 1) or on it and every worker of the shared pool (one per
-    CPU the process may use): callers bound their threads by making that many tasks, which
-    a job of more tasks (the shared B's packing) does not. `sizes`: the float32 each
-    thread's Slot buffers must hold."""
-    pool = shared() if threads > 1 else _solo()
+    calling thread alone (threads 1) or on it and the workers of the shared pool of
+    `threads` threads (at most one per CPU the process may use), however many tasks a
+    phase has. `sizes`: the float32 each thread's Slot buffers must hold."""
+    pool = shared(threads) if threads > 1 else _solo()
     if not pool.lock.acquire(blocking=False):
         pool = _solo()
         pool.lock.acquire()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from graphc import kernel as K
+from graphc import kernel as K, kernel_sched
 
 
 def reads_output(x) -> bool:
@@ -15,16 +15,7 @@ def reads_output(x) -> bool:
 
 def subst_index(e, env: dict):
     """Index `e` with loop variables replaced (env: name -> index expression), folded."""
-    if isinstance(e, K.Var):
-        return env.get(e.name, e)
-    if isinstance(e, K.Const):
-        return e
-    a, b = subst_index(e.a, env), subst_index(e.b, env)
-    if isinstance(e, K.Add):
-        return K.add(a, b)
-    if isinstance(e, K.Mul) and isinstance(b, K.Const):
-        return K.mul(a, b.value)
-    return type(e)(a, b)
+    return kernel_sched.subst(e, env, fold=True)
 
 
 def subst(v, env: dict, lets: dict | None = None):

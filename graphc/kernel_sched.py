@@ -35,13 +35,19 @@ from graphc.types import DType
 
 
 # ---- index expressions: substitute, simplify, evaluate over a range --------------------------------
-def subst(e: K.Index, env: dict[str, K.Index]) -> K.Index:
-    """e with each variable named in env replaced."""
+def subst(e: K.Index, env: dict[str, K.Index], fold: bool = False) -> K.Index:
+    """e with each variable named in env replaced; fold: sums and products by a constant
+    through the smart constructors (`K.add`, `K.mul`), which need no loop extents."""
     if isinstance(e, K.Var):
         return env.get(e.name, e)
     if isinstance(e, K.Const):
         return e
-    return type(e)(subst(e.a, env), subst(e.b, env))
+    a, b = subst(e.a, env, fold), subst(e.b, env, fold)
+    if fold and isinstance(e, K.Add):
+        return K.add(a, b)
+    if fold and isinstance(e, K.Mul) and isinstance(b, K.Const):
+        return K.mul(a, b.value)
+    return type(e)(a, b)
 
 
 def simplify_index(e: K.Index, ext: dict[str, int]) -> K.Index:

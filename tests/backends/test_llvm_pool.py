@@ -151,3 +151,25 @@ def test_concurrent_callers():
 def test_too_many_arguments():
     with pytest.raises(ValueError, match="at most"):
         P.table([(MEMCPY, tuple(range(P.TASK_ARGS + 1)))])
+
+
+def test_threads_caps_the_threads_a_job_runs_on(monkeypatch):
+    """spread(threads=2) on a machine of (pretended) 4 CPUs: a job of 16 tasks runs on the
+    2-thread pool, never on more threads, however many tasks it has. Each task copies the
+    first float of its thread's SLOT_A, tagged per thread."""
+    monkeypatch.setattr(P, "cpus", lambda: 4)
+    pool = P.shared(2)
+    if pool.threads < 2:
+        pytest.skip("no futex on this platform: the pool runs tasks on the caller")
+    assert pool.threads == 2 and P.shared(3).threads == 3 and P.shared(9).threads == 4
+    assert P.shared(2) is pool
+    _, copy, _info = _handshake()
+    pool.reserve((16, 16))
+    for t in range(pool.threads):
+        pool.bufs[t][0][:] = 100 + t
+    for _ in range(20):
+        out = np.full(16, -1, np.float32)
+        flags = np.ones(2, np.int64)   # set: each handshake returns at once
+        P.spread([[(copy, (flags.ctypes.data, flags.ctypes.data + 8, out.ctypes.data + 4 * i,
+                           P.SLOT_A)) for i in range(16)]], 2, (16, 16))
+        assert set(out.tolist()) <= {100.0, 101.0}, out
