@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
+from graphc import kernel as K
 from graphc.interpret import interpret
 from graphc.ops import Op, ref_rand
 from graphc.types import DType
@@ -303,6 +304,42 @@ def test_exp_and_tanh_loops_compute_two_vectors_an_iteration():
     f64 = gc.compile(gc.exp, backend=BE)   # float64 exp calls libm: no hint
     np.testing.assert_allclose(f64(x.astype(np.float64)), np.exp(x.astype(np.float64)), rtol=1e-14)
     assert "llvm.loop.interleave.count" not in f64.source
+
+
+def test_multi_pass_rows_prefetch_the_row_two_ahead(monkeypatch):
+    # backends/llvm_loops.py: a parallel loop making several passes over its row (softmax:
+    # max, exp and sum, division) prefetches the row PREFETCH_AHEAD on, a line at a time;
+    # one-pass loops, rows under PREFETCH_BYTES, column walks and (last case, at the
+    # default PREFETCH_BUFFER) inputs that fit in cache do not
+    from graphc.backends import llvm_loops
+    monkeypatch.setattr(llvm_loops, "PREFETCH_BUFFER", 0)
+    sm = lambda x, axis=1: (lambda e: e / gc.sum(e, axis=axis, keepdims=True))(  # noqa: E731
+        gc.exp(x - gc.max(x, axis=axis, keepdims=True)))
+    rng = np.random.default_rng(8)
+    x32 = rng.standard_normal((37, 300)).astype(np.float32)
+    cases = [(sm, (x32,), 1),
+             (sm, (rng.standard_normal((37, 300)),), 1),                    # float64 rows
+             (lambda x, m: sm(gc.where(m, x, -30.0)), (x32, x32 > 0), 2),  # float32 and bool
+             (sm, (rng.standard_normal((50, 10)).astype(np.float32),), 0),  # 40-byte rows
+             (lambda x: sm(x, 0), (rng.standard_normal((300, 37)).astype(np.float32),), 0),
+             (lambda x: gc.exp(x) * 2.0, (x32,), 0),
+             (sm, (x32,), None)]
+    for f, xs, n in cases:
+        if n is None:
+            monkeypatch.undo()
+            n = 0
+        fc = gc.compile(f, backend=BE)
+        tol = 1e-5 if xs[0].dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(fc(*xs), interpret(gc.trace(f, *xs), *xs)[0], rtol=tol,
+                                   atol=tol)
+        prog = fc.lower(*xs).program
+        rows = [r for k in prog.kernels for s in k.body if isinstance(s, K.Loop)
+                for r in llvm_loops.prefetch_rows(s)]
+        assert len(rows) == n and prog.module_text.count("call void @\"llvm.prefetch") == n
+        for buf, lo, size, stride in rows:
+            assert (buf.role, lo, size, stride) == ("in", 0, 300, 300)
+        if n:
+            assert f"add i64 %\"i0\", {llvm_loops.PREFETCH_AHEAD}" in prog.module_text
 
 
 @pytest.mark.parametrize("m, k, n, dt", [(1, 784, 512, np.float32), (1, 2048, 600, np.float32),
