@@ -21,7 +21,9 @@ backends/llvm_runtime.py (calling the kernels: threads, the arena, argument addr
 backends/llvm_pool.py (native worker threads that take kernel and GEMM chunks),
 backends/llvm_driver.py (runs of kernels called by one native function),
 backends/llvm_loops.py (loop metadata: the one-row matmul's output row kept in registers,
-two vectors an iteration in exp and tanh loops). Before code
+two vectors an iteration in exp and tanh loops), backends/llvm_rows.py (a parallel loop over
+big rows prefetches the rows ahead; softmax's division of a row runs in the exp pass of the
+next). Before code
 generation each kernel's loops are partitioned where a pad/concat bounds check changes
 (`graphc.kernel_sched.partition`), nests that walk memory contiguously become one loop
 (`graphc.kernel_layout.collapse`: LLVM leaves loops of fewer than 16 iterations scalar),

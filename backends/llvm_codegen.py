@@ -16,9 +16,9 @@ from graphc.types import DType
 
 register_internal_dir(__file__)
 from graphc.backends.llvm_math import F32 as F32_MATH  # noqa: E402
-from graphc.backends.llvm_loops import (  # noqa: E402
-    LINE, PREFETCH_AHEAD, interleave_loop_id, interleaved, prefetch_rows, register_row,
-    row_loop_id)
+from graphc.backends.llvm_loops import (interleave_loop_id, interleaved, register_row,  # noqa: E402
+                                        row_loop_id)
+from graphc.backends.llvm_rows import emit_pipelined, emit_prefetch, pipelined, prefetch_rows  # noqa: E402,E501
 
 
 # ---- types and the op tables ------------------------------------------------------------------------
@@ -202,27 +202,10 @@ class _Codegen:
                     offset += s.extent
                 else:
                     lo, hi = self.const(0, self.i64), self.const(s.extent, self.i64)
-                pre = b.block
-                cond = self.fn.append_basic_block(f"{s.var}.cond")
-                loop = self.fn.append_basic_block(f"{s.var}.body")
-                done = self.fn.append_basic_block(f"{s.var}.end")
-                b.branch(cond)
-                b.position_at_end(cond)
-                i = b.phi(self.i64, s.var)
-                i.add_incoming(lo, pre)
-                b.cbranch(b.icmp_signed("<", i, hi), loop, done)
-                b.position_at_end(loop)
-                self.vars[s.var] = i
-                for row in prefetch_rows(s):
-                    self.prefetch(i, s.extent, *row)
-                self.stmts(s.body)
-                i.add_incoming(b.add(i, self.const(1, self.i64), flags=("nsw",)), b.block)
-                latch = b.branch(cond)
-                if register_row(s):  # a row accumulated over the enclosing loop (llvm_loops.py)
-                    latch.set_metadata("llvm.loop", row_loop_id(self.module))
-                elif interleaved(s):
-                    latch.set_metadata("llvm.loop", interleave_loop_id(self.module))
-                b.position_at_end(done)
+                if pipelined(s):
+                    emit_pipelined(self, s, lo, hi)
+                else:
+                    self.loop(s, lo, hi)
             elif isinstance(s, K.Store):
                 v = self.value(s.value)
                 if s.buffer.dtype is DType.bool:
@@ -247,37 +230,33 @@ class _Codegen:
             else:
                 raise BackendError(f"not a statement: {s!r}", stage="codegen (llvm)")
 
-    def prefetch(self, i, extent: int, buf: K.Buffer, lo: int, n: int, stride: int):
-        """Prefetch (into L2) the row `buf` has PREFETCH_AHEAD iterations after i of its
-        parallel loop (the last row once past the end): elements lo + j*stride .. + n,
-        a cache line at a time (`llvm_loops.prefetch_rows`)."""
-        b, ir, i64, i32 = self.b, self.ir, self.i64, self.ir.IntType(32)
-        ptr = self.ptr[buf.name]
-        name = "llvm.prefetch.p0"
-        i8p = ir.IntType(8).as_pointer()
-        pf = self.module.globals.get(name) or ir.Function(
-            self.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), name)
-        j = b.add(i, self.const(PREFETCH_AHEAD, i64))
-        last = self.const(extent - 1, i64)
-        j = b.select(b.icmp_signed(">", j, last), last, j)
-        first = b.add(b.mul(j, self.const(stride, i64)), self.const(lo, i64))
-        step = max(1, LINE // buf.dtype.itemsize)
+    def loop(self, s: K.Loop, lo, hi, emit=None):
+        """for s.var in lo..hi: emit(i) (default: the row prefetches, then s.body), with
+        the loop metadata `s` asks for (llvm_loops.py)."""
+        b = self.b
         pre = b.block
-        cond = self.fn.append_basic_block("prefetch.cond")
-        body = self.fn.append_basic_block("prefetch.body")
-        done = self.fn.append_basic_block("prefetch.end")
+        cond = self.fn.append_basic_block(f"{s.var}.cond")
+        loop = self.fn.append_basic_block(f"{s.var}.body")
+        done = self.fn.append_basic_block(f"{s.var}.end")
         b.branch(cond)
         b.position_at_end(cond)
-        k = b.phi(i64, "pf")
-        k.add_incoming(self.const(0, i64), pre)
-        b.cbranch(b.icmp_signed("<", k, self.const(n, i64)), body, done)
-        b.position_at_end(body)
-        # read, locality 2 (L2: the row is read rows from now), data cache; a hint that
-        # never faults, so the address need not be in bounds (no `inbounds`)
-        b.call(pf, [b.bitcast(b.gep(ptr, [b.add(first, k)]), i8p), self.const(0, i32),
-                    self.const(2, i32), self.const(1, i32)])
-        k.add_incoming(b.add(k, self.const(step, i64)), body)
-        b.branch(cond)
+        i = b.phi(self.i64, s.var)
+        i.add_incoming(lo, pre)
+        b.cbranch(b.icmp_signed("<", i, hi), loop, done)
+        b.position_at_end(loop)
+        self.vars[s.var] = i
+        if emit is None:
+            for row in prefetch_rows(s):
+                emit_prefetch(self, i, s.extent, *row)
+            self.stmts(s.body)
+        else:
+            emit(i)
+        i.add_incoming(b.add(i, self.const(1, self.i64), flags=("nsw",)), b.block)
+        latch = b.branch(cond)
+        if register_row(s):  # a row accumulated over the enclosing loop (llvm_loops.py)
+            latch.set_metadata("llvm.loop", row_loop_id(self.module))
+        elif interleaved(s):
+            latch.set_metadata("llvm.loop", interleave_loop_id(self.module))
         b.position_at_end(done)
 
     def _reduce_float(self, op: str, acc, x):

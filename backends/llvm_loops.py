@@ -1,6 +1,6 @@
-"""Loop decisions for chosen loops of an LLVM kernel: keeping an accumulated row in
-registers, interleaving the loops that compute exp or tanh (both loop metadata), and
-prefetching the next rows of a parallel loop that makes several passes over each row.
+"""Loop metadata for chosen loops of an LLVM kernel: keeping an accumulated row in registers,
+and interleaving the loops that compute exp or tanh (backends/llvm_rows.py: what a parallel
+loop over rows does across its rows).
 
 The backend compiles with LLVM's loop unrolling off (`LLVMBackend(unroll=False)`: W1-W3
 compiled 2-5x faster and ran as fast). One loop shape needs it, though: row_matmul's inner
@@ -39,16 +39,6 @@ floats, one thread) W4's chain 0.90x the time, exp(-x*x) 0.90x, sigmoid 0.86x, t
 no difference, is left alone, and W1-W3 stayed within the noise (0.96-1.02x). Interleaving 4
 was no better, also with today's one-formula tanh (W4's chain on 4M floats, 2 threads: 1, 3
 and 4 against 2 took 1.06x, 1.07x, 1.00x).
-
-A parallel loop whose iteration makes several passes over one row of an input (a row
-softmax: the max, then exp and sum, then the division, the last two in L1) reads the row
-from memory only in its first pass, which is short; the passes after it leave memory idle,
-and the hardware prefetcher, which follows the loads, does not run a row ahead of them.
-Such a loop prefetches, at the top of each iteration, the row PREFETCH_AHEAD iterations on
-(`prefetch_rows`: a cache line at a time, into L2), so that reading it overlaps the math
-of the rows before it. W4's 4096x1024 softmax on 2 threads, old and new compiled into one
-process and timed interleaved: 1.632 -> 1.491 ms (2 rows ahead; 1 row 1.525, 4 rows
-1.490, into L1 instead of L2 1.499). One-pass loops are left to the hardware prefetcher.
 """
 from __future__ import annotations
 
@@ -56,11 +46,6 @@ from graphc import kernel as K
 from graphc.types import DType
 
 INTERLEAVE = 2    # vectors an iteration of a loop that computes exp or tanh (see above)
-PREFETCH_AHEAD = 2                        # rows ahead that a multi-pass parallel loop prefetches
-PREFETCH_BYTES = (256, 1 << 16)           # the row sizes it does that for
-PREFETCH_BUFFER = 1 << 20                 # and the input sizes (smaller ones stay in cache:
-# W3's LSTM step has 161 such loops over 32x128 gates, 5.75 ms prefetching against 5.70 not)
-LINE = 64                                 # bytes a prefetch brings (a cache line)
 ROW_BYTES = 256   # a row that fits 8 AVX registers (64 float32, 32 float64): with the
 # multiplicand and a broadcast, still within AVX2's 16 vector registers
 
@@ -91,38 +76,6 @@ def interleaved(loop: K.Loop) -> bool:
         return False
     return any(isinstance(x, K.Unary) and x.op in ("exp", "tanh") and x.dtype is DType.float32
                for x in K.values(loop.body))
-
-
-def prefetch_rows(loop: K.Loop) -> list[tuple[K.Buffer, int, int, int]]:
-    """For a parallel loop whose body has two or more loops (passes), the input rows to
-    prefetch: (buffer, first element at iteration 0, elements, stride in the loop variable)
-    for each input whose every load is affine in the loop variable and whose row (the
-    elements an iteration reads, first to last) is PREFETCH_BYTES long and no longer than
-    the stride (rows of their own: a column walk would prefetch a block per column), in a
-    buffer of PREFETCH_BUFFER bytes or more."""
-    passes = [s for s in loop.body if isinstance(s, K.Loop)]
-    if not loop.parallel or len(passes) < 2:
-        return []
-    ext: dict[str, int] = {loop.var: 1}
-    todo = list(loop.body)
-    while todo:
-        s = todo.pop()
-        if isinstance(s, K.Loop):
-            ext[s.var] = s.extent
-            todo += s.body
-    rows = []
-    for buf in sorted(K.loads(loop.body), key=lambda b: b.name):
-        idx = [v.index for v in K.values(loop.body) if isinstance(v, K.Load) and v.buffer == buf]
-        strides = {K.stride(e, loop.var) for e in idx}
-        stride = strides.pop() if len(strides) == 1 else None
-        if (buf.role != "in" or stride is None or stride <= 0
-                or buf.size * buf.dtype.itemsize < PREFETCH_BUFFER):
-            continue
-        lo = min(K.bounds(e, ext)[0] for e in idx)
-        n = max(K.bounds(e, ext)[1] for e in idx) - lo + 1
-        if n <= stride and PREFETCH_BYTES[0] <= n * buf.dtype.itemsize <= PREFETCH_BYTES[1]:
-            rows.append((buf, lo, n, stride))
-    return rows
 
 
 def row_loop_id(module):

@@ -307,12 +307,12 @@ def test_exp_and_tanh_loops_compute_two_vectors_an_iteration():
 
 
 def test_multi_pass_rows_prefetch_the_row_two_ahead(monkeypatch):
-    # backends/llvm_loops.py: a parallel loop making several passes over its row (softmax:
+    # backends/llvm_rows.py: a parallel loop making several passes over its row (softmax:
     # max, exp and sum, division) prefetches the row PREFETCH_AHEAD on, a line at a time;
     # one-pass loops, rows under PREFETCH_BYTES, column walks and (last case, at the
     # default PREFETCH_BUFFER) inputs that fit in cache do not
-    from graphc.backends import llvm_loops
-    monkeypatch.setattr(llvm_loops, "PREFETCH_BUFFER", 0)
+    from graphc.backends import llvm_rows
+    monkeypatch.setattr(llvm_rows, "PREFETCH_BUFFER", 0)
     sm = lambda x, axis=1: (lambda e: e / gc.sum(e, axis=axis, keepdims=True))(  # noqa: E731
         gc.exp(x - gc.max(x, axis=axis, keepdims=True)))
     rng = np.random.default_rng(8)
@@ -334,12 +334,55 @@ def test_multi_pass_rows_prefetch_the_row_two_ahead(monkeypatch):
                                    atol=tol)
         prog = fc.lower(*xs).program
         rows = [r for k in prog.kernels for s in k.body if isinstance(s, K.Loop)
-                for r in llvm_loops.prefetch_rows(s)]
+                for r in llvm_rows.prefetch_rows(s)]
         assert len(rows) == n and prog.module_text.count("call void @\"llvm.prefetch") == n
         for buf, lo, size, stride in rows:
             assert (buf.role, lo, size, stride) == ("in", 0, 300, 300)
         if n:
-            assert f"add i64 %\"i0\", {llvm_loops.PREFETCH_AHEAD}" in prog.module_text
+            assert f"add i64 %\"i0\", {llvm_rows.PREFETCH_AHEAD}" in prog.module_text
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_softmax_divides_the_row_before_in_its_exp_pass(monkeypatch, threads):
+    # backends/llvm_rows.py `pipelined`: the division of row i - 1 runs in the loop that
+    # computes exp of row i; bit for bit the unpipelined result, for chunks of 1-4 rows
+    # that start anywhere (threads 3, PARALLEL_MIN_WORK 1: each chunk has its first row
+    # alone and its last row's division after it), a temperature in the sum, and tanh
+    from graphc.backends import llvm_codegen, llvm_rows, llvm_runtime
+    monkeypatch.setattr(llvm_runtime, "PARALLEL_MIN_WORK", 1)
+    def sm(x):
+        e = gc.exp(x - gc.max(x, axis=1, keepdims=True))
+        return e / gc.sum(e, axis=1, keepdims=True)
+    rng = np.random.default_rng(9)
+    cases = [(sm, (2, 33)), (sm, (5, 300)), (sm, (11, 17)),
+             (lambda x: (lambda e: e / (gc.sum(e, axis=1, keepdims=True) * 2.0 + 1.0))(
+                 gc.exp(x - gc.max(x, axis=1, keepdims=True))), (7, 40)),
+             (lambda x: gc.tanh(x) / gc.sum(gc.tanh(x), axis=1, keepdims=True), (6, 24))]
+    for f, shape in cases:
+        x = rng.standard_normal(shape).astype(np.float32)
+        fc = gc.compile(f, backend=BE.__class__(threads=threads))
+        prog = fc.lower(x).program
+        loops = [s for k in prog.kernels for s in k.body if isinstance(s, K.Loop)]
+        assert any(llvm_rows.pipelined(s) for s in loops)
+        assert ".fused" in prog.module_text
+        got = fc(x)
+        assert max(st.chunks for st in prog.steps) == min(threads, shape[0])
+        monkeypatch.setattr(llvm_codegen, "pipelined", lambda loop: False)
+        plain = gc.compile(f, backend=BE.__class__(threads=threads))
+        assert ".fused" not in plain.lower(x).program.module_text
+        np.testing.assert_array_equal(got, plain(x))
+        np.testing.assert_allclose(got, interpret(gc.trace(f, x), x)[0], rtol=1e-5, atol=1e-7)
+        monkeypatch.setattr(llvm_codegen, "pipelined", llvm_rows.pipelined)
+    # not pipelined: a division over columns (rows are not the iteration's own), no exp or
+    # tanh in the pass before, no division in the last pass
+    for f in (lambda x: (lambda e: e / gc.sum(e, axis=0, keepdims=True))(gc.exp(x)),
+              lambda x: x / gc.sum(x, axis=1, keepdims=True),
+              lambda x: gc.exp(x) - gc.sum(gc.exp(x), axis=1, keepdims=True)):
+        x = rng.standard_normal((9, 20)).astype(np.float32)
+        prog = gc.compile(f, backend=BE).lower(x).program
+        assert ".fused" not in prog.module_text
+        assert not any(llvm_rows.pipelined(s) for k in prog.kernels for s in k.body
+                       if isinstance(s, K.Loop))
 
 
 @pytest.mark.parametrize("m, k, n, dt", [(1, 784, 512, np.float32), (1, 2048, 600, np.float32),
