@@ -31,38 +31,6 @@ PREFETCH_BUFFER = 1 << 20                 # and the input sizes (smaller ones st
 LINE = 64                                 # bytes a prefetch brings (a cache line)
 
 
-def prefetch_rows(loop: K.Loop) -> list[tuple[K.Buffer, int, int, int]]:
-    """For a parallel loop whose body has two or more loops (passes), the input rows to
-    prefetch: (buffer, first element at iteration 0, elements, stride in the loop variable)
-    for each input whose every load is affine in the loop variable and whose row (the
-    elements an iteration reads, first to last) is PREFETCH_BYTES long and no longer than
-    the stride (rows of their own: a column walk would prefetch a block per column), in a
-    buffer of PREFETCH_BUFFER bytes or more."""
-    passes = [s for s in loop.body if isinstance(s, K.Loop)]
-    if not loop.parallel or len(passes) < 2:
-        return []
-    ext: dict[str, int] = {loop.var: 1}
-    todo = list(loop.body)
-    while todo:
-        s = todo.pop()
-        if isinstance(s, K.Loop):
-            ext[s.var] = s.extent
-            todo += s.body
-    rows = []
-    for buf in sorted(K.loads(loop.body), key=lambda b: b.name):
-        idx = [v.index for v in K.values(loop.body) if isinstance(v, K.Load) and v.buffer == buf]
-        strides = {K.stride(e, loop.var) for e in idx}
-        stride = strides.pop() if len(strides) == 1 else None
-        if (buf.role != "in" or stride is None or stride <= 0
-                or buf.size * buf.dtype.itemsize < PREFETCH_BUFFER):
-            continue
-        lo = min(K.bounds(e, ext)[0] for e in idx)
-        n = max(K.bounds(e, ext)[1] for e in idx) - lo + 1
-        if n <= stride and PREFETCH_BYTES[0] <= n * buf.dtype.itemsize <= PREFETCH_BYTES[1]:
-            rows.append((buf, lo, n, stride))
-    return rows
-
-
 def _stmts(body):
     """Every statement in `body`, loops walked."""
     for s in body:
@@ -71,10 +39,10 @@ def _stmts(body):
             yield from _stmts(s.body)
 
 
-def _row_local(loop: K.Loop) -> bool:
-    """Does each iteration of `loop` read and write only its own row of every buffer (each
-    buffer's indices affine in the loop variable with one stride, the rows no longer than
-    it), so that iterations may overlap?"""
+def _rows(loop: K.Loop) -> dict:
+    """{buffer: (first element at iteration 0, elements, stride) or None} for every buffer
+    `loop`'s body loads or stores: the row an iteration touches (first to last element),
+    None where the indices are not affine in the loop variable with one positive stride."""
     ext = {loop.var: 1, **{s.var: s.extent for s in _stmts(loop.body) if isinstance(s, K.Loop)}}
     idx: dict = {}
     for s in _stmts(loop.body):
@@ -83,14 +51,40 @@ def _row_local(loop: K.Loop) -> bool:
     for v in K.values(loop.body):
         if isinstance(v, K.Load):
             idx.setdefault(v.buffer, []).append(v.index)
-    for es in idx.values():
+    rows = {}
+    for buf, es in idx.items():
         strides = {K.stride(e, loop.var) for e in es}
         stride = strides.pop() if len(strides) == 1 else None
-        if stride is None or stride <= 0:
-            return False
-        if max(K.bounds(e, ext)[1] for e in es) - min(K.bounds(e, ext)[0] for e in es) >= stride:
-            return False
-    return True
+        lo = min(K.bounds(e, ext)[0] for e in es)
+        n = max(K.bounds(e, ext)[1] for e in es) - lo + 1
+        rows[buf] = (lo, n, stride) if stride is not None and stride > 0 else None
+    return rows
+
+
+def prefetch_rows(loop: K.Loop) -> list[tuple[K.Buffer, int, int, int]]:
+    """For a parallel loop whose body has two or more loops (passes), the input rows to
+    prefetch: (buffer, first element at iteration 0, elements, stride in the loop variable)
+    for each input whose loads are affine in the loop variable (`_rows`) and whose row is
+    PREFETCH_BYTES long and no longer than the stride (rows of their own: a column walk
+    would prefetch a block per column), in a buffer of PREFETCH_BUFFER bytes or more."""
+    passes = [s for s in loop.body if isinstance(s, K.Loop)]
+    if not loop.parallel or len(passes) < 2:
+        return []
+    out = []
+    for buf, row in sorted(_rows(loop).items(), key=lambda kv: kv[0].name):
+        if buf.role != "in" or row is None or buf.size * buf.dtype.itemsize < PREFETCH_BUFFER:
+            continue
+        lo, n, stride = row
+        if n <= stride and PREFETCH_BYTES[0] <= n * buf.dtype.itemsize <= PREFETCH_BYTES[1]:
+            out.append((buf, lo, n, stride))
+    return out
+
+
+def _row_local(loop: K.Loop) -> bool:
+    """Does each iteration of `loop` read and write only its own row of every buffer (each
+    buffer's indices affine in the loop variable with one stride, the rows no longer than
+    it: `_rows`), so that iterations may overlap?"""
+    return all(row is not None and row[1] <= row[2] for row in _rows(loop).values())
 
 
 def pipelined(loop: K.Loop) -> bool:
