@@ -33,7 +33,6 @@ be `noalias` (`llvm_runtime.in_place`).
 from __future__ import annotations
 
 import ctypes
-import os
 import time
 
 from graphc import kernel as K, kernel_layout, kernel_sched
@@ -122,9 +121,9 @@ class LLVMBackend:
     in the last bits), `threads` (default: one per CPU the process may use; how many
     threads a kernel or GEMM runs on: 1 keeps everything on the calling thread, n runs its
     chunks on the caller and n - 1 native workers, which share any job of more tasks, such
-    as packing a shared B), `opt` (0-3), `gemm` (float32 matmul kernels big enough run on the packed GEMM
-    of backends/llvm_gemm.py, their elementwise epilogue after it; False keeps the loop
-    kernels), `unroll` (LLVM's loop unrolling, off by default: on W1/W2/W3 of
+    as packing a shared B), `opt` (0-3), `gemm` (float32 matmul kernels big enough run on
+    the packed GEMM of backends/llvm_gemm.py, their elementwise epilogue after it; False
+    keeps the loop kernels), `unroll` (LLVM's loop unrolling, off by default: on W1/W2/W3 of
     benchmarks/workloads.py it compiled 2-5x faster and ran as fast (the vectoriser still
     interleaves); the GEMM module keeps it), `partition` (split loops where a concat/pad
     bounds check changes, so each piece computes only its own part:

@@ -18,7 +18,8 @@ register_internal_dir(__file__)
 from graphc.backends.llvm_math import F32 as F32_MATH  # noqa: E402
 from graphc.backends.llvm_loops import (interleave_loop_id, interleaved, register_row,  # noqa: E402
                                         row_loop_id)
-from graphc.backends.llvm_rows import emit_pipelined, emit_prefetch, pipelined, prefetch_rows  # noqa: E402,E501
+from graphc.backends.llvm_rows import (emit_pipelined, emit_prefetch, pipelined,  # noqa: E402
+                                       prefetch_rows)
 
 
 # ---- types and the op tables ------------------------------------------------------------------------
