@@ -176,9 +176,7 @@ def emit_prefetch(cg, i, extent: int, buf: K.Buffer, lo: int, n: int, stride: in
     i8p = ir.IntType(8).as_pointer()
     pf = cg.module.globals.get(name) or ir.Function(
         cg.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), name)
-    j = b.add(i, cg.const(PREFETCH_AHEAD, i64))
-    last = cg.const(extent - 1, i64)
-    j = b.select(b.icmp_signed(">", j, last), last, j)
+    j = cg.clamp(b.add(i, cg.const(PREFETCH_AHEAD, i64)), extent - 1)
     first = b.add(b.mul(j, cg.const(stride, i64)), cg.const(lo, i64))
     step = max(1, LINE // buf.dtype.itemsize)
     pre = b.block

@@ -288,8 +288,8 @@ def _window(d, var: str, n: int):
     return None
 
 
-def _cuts(body, var: str, n: int, max_pieces: int, total: int | None = None) -> list[int]:
-    """Loop positions where some decision changes, at most `total` - 1 (default max_pieces);
+def _cuts(body, var: str, n: int, max_pieces: int, total: int) -> list[int]:
+    """Loop positions where some decision changes, at most `total` - 1;
     a bounds check that changes more often than max_pieces (a parity test, `i % 2`) is left
     to the code, and so is a clamp that switches back and forth. A clamp adds a cut only
     where no other cut already serves."""
@@ -308,7 +308,7 @@ def _cuts(body, var: str, n: int, max_pieces: int, total: int | None = None) -> 
     for p, q in sorted(windows):
         if not any(p <= c <= q for c in cuts):
             cuts.add(p)
-    return sorted(cuts)[:(total or max_pieces) - 1]
+    return sorted(cuts)[:total - 1]
 
 
 def partition(k: K.Kernel, max_pieces: int = 8, max_extent: int = 1 << 16,
